@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck bench clean
+
+# The virtual environment is rebuilt when the dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the embedded default. For now: plan the toy grid and the paper's grid.
+demo: setup
+	$(BIN)/scaling plan sweep=toy
+	$(BIN)/scaling plan sweep=paper gpu=a100
+
+lint: setup
+	$(BIN)/ruff check scaling tests bench
+	$(BIN)/ruff format --check scaling tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/cost_calibration.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

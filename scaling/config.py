@@ -1,0 +1,491 @@
+"""Compose a sweep with Hydra and validate it into frozen, typed specs.
+
+A sweep file (``sweeps/NAME.yaml``) is a Hydra primary config: its defaults list picks
+a ``gpu`` and a ``cluster`` from the config groups under ``conf/``, and any key can be
+overridden from the command line in Hydra syntax (``model=ViT-B-32``, ``gpu=h100``,
+``train.lr=5e-4``, ``'samples_seen=[3B,13B]'``). Models and data sets are looked up by
+name in the ``model`` and ``data`` groups, since one sweep names many of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from scaling.errors import ClipscaleError
+from scaling.units import parse_count
+
+CONFIG_PATH_ENV = "CLIPSCALE_CONFIG_PATH"
+PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16", "fp32")
+LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
+CLUSTER_KINDS = ("local", "slurm")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """open_clip_train settings of one run; ``None`` means "derive it" or "model default"."""
+
+    lr: float
+    warmup: int
+    batch_size: int  # per GPU (process)
+    gpus: int  # training processes: the trainer's world size
+    accum_freq: int = 1
+    workers: int = 4  # data-loader workers per process; part of the trainer's rounding
+    epochs: int | None = None
+    train_num_samples: int | None = None
+    epoch_samples: int | None = None  # target epoch length when epochs are derived
+    precision: str = "amp"
+    lr_scheduler: str = "cosine"
+    wd: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    seed: int = 0
+    image_size: int | None = None
+    context_length: int | None = None
+    patch_dropout: float | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.gpus * self.accum_freq
+
+
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainSettings))
+# Keys of a point's coordinates: the three main axes plus any training setting.
+AXIS_KEYS = ("model", "data", "samples_seen", *(f for f in TRAIN_FIELDS if f != "extra_args"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the catalogue; ``open_clip_config`` is None for open_clip's built-ins."""
+
+    name: str
+    description: str
+    open_clip_config: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    description: str
+    num_samples: int
+    shards: str
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    peak_tflops: float
+    mfu: float
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    kind: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Per-point settings: ``train`` applies to every point whose coordinates ``match``."""
+
+    match: Mapping[str, tuple[Any, ...]]
+    train: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    description: str
+    path: str
+    data_root: str
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]
+    include: tuple[Mapping[str, tuple[Any, ...]], ...]
+    exclude: tuple[Mapping[str, tuple[Any, ...]], ...]
+    train: TrainSettings
+    rules: tuple[Rule, ...]
+    finetune: Mapping[str, Any] | None
+    gpu: GpuSpec
+    cluster: ClusterSpec
+    models: Mapping[str, ModelSpec]
+    datasets: Mapping[str, DataSpec]
+
+
+# ---------------------------------------------------------------- where configs live
+
+
+def builtin_root() -> Path:
+    """The directory holding ``conf/`` and ``sweeps/``: in the wheel, else the checkout."""
+    package = Path(__file__).resolve().parent
+    packaged = package / "_config"
+    return packaged if packaged.is_dir() else package.parent
+
+
+def config_dirs(extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
+    """Config-group roots, first wins: ``extra``, ``$CLIPSCALE_CONFIG_PATH``, built-in."""
+    env = [p for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    dirs = [Path(p).expanduser().resolve() for p in (*extra, *env)]
+    for d in dirs:
+        if not d.is_dir():
+            raise ClipscaleError(f"config directory {d} does not exist")
+    return (*dirs, builtin_root() / "conf")
+
+
+def _sweep_dirs(conf_dirs: Sequence[Path]) -> list[Path]:
+    # A user's config dir keeps its sweeps in sweeps/; the built-in ones sit beside conf/.
+    dirs = [d / "sweeps" for d in conf_dirs[:-1]] + [builtin_root() / "sweeps"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_sweeps(conf_dirs: Sequence[Path]) -> list[str]:
+    return sorted({p.stem for d in _sweep_dirs(conf_dirs) for p in d.glob("*.yaml")})
+
+
+def find_sweep(name: str, conf_dirs: Sequence[Path]) -> Path:
+    """A sweep by name (searched in the sweeps dirs) or by path to its YAML file."""
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise ClipscaleError(f"sweep file {name} does not exist")
+        return path
+    for d in _sweep_dirs(conf_dirs):
+        if (d / f"{name}.yaml").is_file():
+            return d / f"{name}.yaml"
+    valid = ", ".join(available_sweeps(conf_dirs))
+    raise ClipscaleError(f"unknown sweep {name!r} (valid: {valid})")
+
+
+# ---------------------------------------------------------------- the catalogue
+
+
+def open_clip_builtin_models() -> frozenset[str]:
+    """Names of open_clip's own model configs, read from its package without importing it."""
+    spec = find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    configs = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+    return frozenset(p.stem for p in configs.glob("*.json"))
+
+
+class Catalog:
+    """Models, data sets, GPUs and clusters defined in the config groups."""
+
+    def __init__(self, conf_dirs: Sequence[Path]):
+        self.conf_dirs = tuple(conf_dirs)
+
+    def options(self, group: str) -> list[str]:
+        return sorted({p.stem for d in self.conf_dirs for p in (d / group).glob("*.yaml")})
+
+    def _load(self, group: str, name: str) -> dict[str, Any] | None:
+        for d in self.conf_dirs:
+            path = d / group / f"{name}.yaml"
+            if path.is_file():
+                return load_yaml_mapping(path)
+        return None
+
+    def _unknown(self, group: str, name: object, more: str = "") -> ClipscaleError:
+        valid = ", ".join(self.options(group))
+        return ClipscaleError(f"unknown {group} {name!r} (valid: {valid}{more})")
+
+    def model(self, name: str) -> ModelSpec:
+        raw = self._load("model", name)
+        if raw is None:
+            builtins = open_clip_builtin_models()
+            if name in builtins:
+                return ModelSpec(name, "open_clip built-in model")
+            more = f"; or any of open_clip's {len(builtins)} built-in models" if builtins else ""
+            raise self._unknown("model", name, more)
+        _check_keys(raw, {"description", "open_clip_config"}, f"model {name}")
+        config = raw.get("open_clip_config")
+        if config is not None:
+            if not isinstance(config, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(config):
+                raise ClipscaleError(
+                    f"model {name}: open_clip_config needs embed_dim, vision_cfg and text_cfg"
+                )
+        return ModelSpec(name, str(raw.get("description", "")), config)
+
+    def dataset(self, name: str) -> DataSpec:
+        raw = self._load("data", name)
+        if raw is None:
+            raise self._unknown("data", name)
+        _check_keys(raw, {"description", "num_samples", "shards"}, f"data {name}")
+        if "shards" not in raw or "num_samples" not in raw:
+            raise ClipscaleError(f"data {name}: needs both shards and num_samples")
+        return DataSpec(
+            name,
+            str(raw.get("description", "")),
+            parse_count(raw["num_samples"], f"data {name}: num_samples"),
+            str(raw["shards"]),
+        )
+
+
+def load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; parse errors become one line."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (YAMLError, OmegaConfBaseException) as e:
+        raise ClipscaleError(f"malformed YAML in {path}: {_first_line(e)}") from None
+    if not isinstance(loaded, dict):
+        raise ClipscaleError(f"{path} must hold a mapping of keys to values")
+    return {str(k): v for k, v in loaded.items()}
+
+
+# ---------------------------------------------------------------- composing a sweep
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0].strip() if text else type(e).__name__
+
+
+def compose_sweep(path: Path, overrides: Sequence[str], conf_dirs: Sequence[Path]) -> dict[str, Any]:
+    """Run Hydra's composition of the sweep file with the user's overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    search = ",".join(f"'file://{d}'" for d in conf_dirs)
+    try:
+        with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
+            cfg = compose(path.stem, overrides=[*overrides, f"hydra.searchpath=[{search}]"])
+        composed = OmegaConf.to_container(cfg, resolve=True)
+    except MissingConfigException as e:
+        missing = (e.missing_cfg_file or "").split("/")
+        if len(missing) == 2 and e.options is not None:
+            group, option = missing
+            raise ClipscaleError(f"unknown {group} {option!r} (valid: {', '.join(e.options)})") from None
+        raise ClipscaleError(f"in sweep {path.stem}: {_first_line(e)}") from None
+    except OverrideParseException as e:
+        raise ClipscaleError(f"malformed override: {_first_line(e)}") from None
+    except YAMLError as e:
+        raise ClipscaleError(f"malformed YAML in sweep {path.stem}: {_first_line(e)}") from None
+    except (HydraException, OmegaConfBaseException) as e:
+        cause = e.__cause__ if isinstance(e.__cause__, YAMLError) else e
+        raise ClipscaleError(f"in sweep {path.stem}: {' '.join(str(cause).split())}") from None
+    assert isinstance(composed, dict)
+    return {str(k): v for k, v in composed.items()}
+
+
+def load_sweep(
+    sweep: str = "toy", overrides: Sequence[str] = (), config_dir: Sequence[str | Path] = ()
+) -> SweepSpec:
+    """Compose sweep ``sweep`` with Hydra overrides and validate it whole."""
+    dirs = config_dirs(config_dir)
+    path = find_sweep(sweep, dirs)
+    return parse_sweep(compose_sweep(path, overrides, dirs), path, Catalog(dirs))
+
+
+# ---------------------------------------------------------------- validation
+
+_TOP_KEYS = {
+    "name", "description", "data_root", "include", "exclude", "train", "points", "finetune",
+    "gpu", "cluster", *AXIS_KEYS,
+}  # fmt: skip
+
+
+def _check_keys(raw: Mapping[str, Any], allowed: set[str] | Sequence[str], where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise ClipscaleError(f"{where}: unknown key {key!r} (valid: {', '.join(sorted(allowed))})")
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _int(name: str, value: Any, where: str, minimum: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ClipscaleError(f"{where}: {name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ClipscaleError(f"{where}: {name} must be at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def _float(name: str, value: Any, where: str, low: float, high: float, closed: bool) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ClipscaleError(f"{where}: {name} must be a number, got {value!r}")
+    inside = (low <= value if closed else low < value) and value < high
+    if not inside:
+        bounds = f"{'[' if closed else '('}{low}, {high})"
+        raise ClipscaleError(f"{where}: {name} must lie in {bounds}, got {value!r}")
+    return float(value)
+
+
+def _choice(name: str, value: Any, where: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ClipscaleError(f"{where}: unknown {name} {value!r} (valid: {', '.join(choices)})")
+    return str(value)
+
+
+_MIN_INT = {"warmup": 0, "batch_size": 1, "gpus": 1, "accum_freq": 1, "workers": 0,
+            "epochs": 1, "seed": None, "image_size": 1, "context_length": 1}  # fmt: skip
+_FLOAT_RANGE = {"lr": (0.0, math.inf, False), "wd": (0.0, math.inf, True),
+                "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
+                "eps": (0.0, math.inf, False), "patch_dropout": (0.0, 1.0, True)}  # fmt: skip
+_OPTIONAL = {"epochs", "train_num_samples", "epoch_samples", "image_size", "context_length",
+             "patch_dropout"}  # fmt: skip
+
+
+def coerce_train_value(name: str, value: Any, where: str) -> Any:
+    """Check one training setting and return it in its proper type."""
+    if value is None:
+        if name in _OPTIONAL:
+            return None
+        raise ClipscaleError(f"{where}: {name} must be set")
+    if name in ("train_num_samples", "epoch_samples"):
+        return parse_count(value, f"{where}: {name}")
+    if name in _MIN_INT:
+        return _int(name, value, where, _MIN_INT[name])
+    if name in _FLOAT_RANGE:
+        return _float(name, value, where, *_FLOAT_RANGE[name])
+    if name == "precision":
+        return _choice(name, value, where, PRECISIONS)
+    if name == "lr_scheduler":
+        return _choice(name, value, where, LR_SCHEDULERS)
+    if name == "extra_args":
+        if not all(isinstance(a, str) for a in _as_tuple(value)):
+            raise ClipscaleError(f"{where}: extra_args must be a list of strings")
+        return _as_tuple(value)
+    raise ClipscaleError(f"{where}: unknown training setting {name!r} (valid: {', '.join(TRAIN_FIELDS)})")
+
+
+def merge_train(base: TrainSettings, updates: Mapping[str, Any], where: str) -> TrainSettings:
+    """``base`` with ``updates`` applied, each checked and typed."""
+    _check_keys(updates, TRAIN_FIELDS, where)
+    return replace(base, **{k: coerce_train_value(k, v, where) for k, v in updates.items()})
+
+
+def coerce_axis_value(key: str, value: Any, where: str) -> Any:
+    if key in ("model", "data"):
+        if not isinstance(value, str) or not value:
+            raise ClipscaleError(f"{where}: {key} must be a name, got {value!r}")
+        return value
+    if key == "samples_seen":
+        return parse_count(value, f"{where}: samples_seen")
+    return coerce_train_value(key, value, where)
+
+
+def _coords(raw: Any, where: str) -> dict[str, tuple[Any, ...]]:
+    """A mapping of axis keys to one value or a list of values, typed."""
+    if not isinstance(raw, dict) or not raw:
+        raise ClipscaleError(f"{where}: must be a mapping of axis names to values")
+    _check_keys(raw, AXIS_KEYS, where)
+    return {k: tuple(coerce_axis_value(k, v, where) for v in _as_tuple(raw[k])) for k in raw}
+
+
+def _default_train(raw: Any, where: str) -> TrainSettings:
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: train must be a mapping of training settings")
+    _check_keys(raw, TRAIN_FIELDS, where)
+    for required in ("lr", "warmup", "batch_size", "gpus"):
+        if raw.get(required) is None:
+            raise ClipscaleError(f"{where}: train.{required} must be set")
+    typed = {k: coerce_train_value(k, v, where) for k, v in raw.items()}
+    return TrainSettings(**typed)
+
+
+def _gpu(raw: Any, where: str) -> GpuSpec:
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: selects no gpu (add '- gpu: a100' to its defaults)")
+    _check_keys(raw, {"name", "peak_tflops", "mfu"}, f"{where}: gpu")
+    peak = _float("gpu.peak_tflops", raw.get("peak_tflops"), where, 0.0, math.inf, False)
+    mfu = _float("gpu.mfu", raw.get("mfu"), where, 0.0, 1.0 + 1e-12, False)
+    return GpuSpec(str(raw.get("name", "")), peak, mfu)
+
+
+def _cluster(raw: Any, where: str) -> ClusterSpec:
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: selects no cluster (add '- cluster: local' to its defaults)")
+    kind = _choice("cluster kind", raw.get("kind"), where, CLUSTER_KINDS)
+    options = {k: v for k, v in raw.items() if k != "kind"}
+    return ClusterSpec(kind, kind, options)
+
+
+def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSpec:
+    """Validate a composed sweep whole: every key, value and catalogue name."""
+    where = f"sweep {path.stem}"
+    _check_keys(raw, _TOP_KEYS, where)
+    for axis in ("model", "data", "samples_seen"):
+        if raw.get(axis) in (None, [], ()):
+            raise ClipscaleError(f"{where}: axis {axis} needs at least one value")
+    axes = tuple(
+        (k, tuple(coerce_axis_value(k, v, f"{where}: {k}") for v in _as_tuple(raw[k])))
+        for k in AXIS_KEYS
+        if raw.get(k) is not None
+    )
+    include = tuple(_coords(e, f"{where}: include") for e in raw.get("include") or ())
+    exclude = tuple(_coords(e, f"{where}: exclude") for e in raw.get("exclude") or ())
+    train = _default_train(raw.get("train") or {}, f"{where}: train")
+    rules = tuple(_rule(r, f"{where}: points") for r in raw.get("points") or ())
+    finetune = _finetune(raw.get("finetune"), f"{where}: finetune")
+
+    named: dict[str, set[str]] = {"model": set(), "data": set()}
+    for coords in (dict(axes), *include, *exclude, *(r.match for r in rules), finetune or {}):
+        for key in named:
+            named[key].update(_as_tuple(coords.get(key, ())))
+    models = {n: catalog.model(n) for n in sorted(named["model"])}
+    datasets = {n: catalog.dataset(n) for n in sorted(named["data"])}
+    return SweepSpec(
+        name=str(raw.get("name") or path.stem),
+        description=str(raw.get("description") or ""),
+        path=str(path),
+        data_root=str(raw.get("data_root") or "."),
+        axes=axes,
+        include=include,
+        exclude=exclude,
+        train=train,
+        rules=rules,
+        finetune=finetune,
+        gpu=_gpu(raw.get("gpu"), where),
+        cluster=_cluster(raw.get("cluster"), where),
+        models=models,
+        datasets=datasets,
+    )
+
+
+def _rule(raw: Any, where: str) -> Rule:
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: each entry needs 'match' and 'train'")
+    _check_keys(raw, {"match", "train"}, where)
+    match = _coords(raw.get("match"), f"{where}: match")
+    train = raw.get("train") or {}
+    if not isinstance(train, dict):
+        raise ClipscaleError(f"{where}: train must be a mapping of training settings")
+    _check_keys(train, TRAIN_FIELDS, f"{where}: train")
+    return Rule(match, {k: coerce_train_value(k, v, f"{where}: train") for k, v in train.items()})
+
+
+def _finetune(raw: Any, where: str) -> Mapping[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: must be a mapping of settings")
+    _check_keys(raw, {"samples_seen", "data", *TRAIN_FIELDS}, where)
+    if raw.get("samples_seen") is None:
+        raise ClipscaleError(f"{where}: samples_seen must be set")
+    return {k: coerce_axis_value(k, v, where) if k in AXIS_KEYS else coerce_train_value(k, v, where)
+            for k, v in raw.items()}
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

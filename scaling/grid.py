@@ -1,0 +1,193 @@
+"""Expand a sweep's axes into grid points: frozen values with ids derived from their fields."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from itertools import product
+from typing import Any
+
+from scaling.config import (
+    AXIS_KEYS,
+    TRAIN_FIELDS,
+    DataSpec,
+    ModelSpec,
+    SweepSpec,
+    TrainSettings,
+    canonical_json,
+)
+from scaling.errors import ClipscaleError
+from scaling.units import format_count
+
+ID_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One expanded coordinate with its merged training settings, before exact planning."""
+
+    coords: tuple[tuple[str, Any], ...]
+    model: str
+    data: str
+    samples_seen: int  # the target; the trainer's exact count is planned later
+    train: TrainSettings
+    stage: int = 1
+    parent: int | None = None  # index of the first-stage candidate this one continues
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """A fully resolved run. ``id`` is a hash of everything that defines the run."""
+
+    id: str
+    sweep: str
+    model: str
+    data: str
+    stage: int
+    parent: str | None
+    samples_seen_target: int
+    samples_seen: int  # exactly what open_clip's trainer will count
+    samples_per_epoch: int
+    steps: int
+    train: TrainSettings  # epochs and train_num_samples resolved
+    model_config: Mapping[str, Any] | None
+    data_size: int
+    shards: str  # resolved shard pattern: machine-specific, so not part of the id
+
+
+def _value(coords: Mapping[str, Any], key: str, train: TrainSettings) -> Any:
+    # A rule may match a training setting that is not an axis of this sweep.
+    if key in coords:
+        return coords[key]
+    return getattr(train, key) if key in TRAIN_FIELDS else None
+
+
+def matches(rule: Mapping[str, tuple[Any, ...]], coords: Mapping[str, Any], train: TrainSettings) -> bool:
+    return all(_value(coords, k, train) in values for k, values in rule.items())
+
+
+def _coordinates(spec: SweepSpec) -> list[dict[str, Any]]:
+    names = [k for k, _ in spec.axes]
+    grid = [dict(zip(names, combo)) for combo in product(*(v for _, v in spec.axes))]
+    kept = [c for c in grid if not any(matches(rule, c, spec.train) for rule in spec.exclude)]
+    axes = dict(spec.axes)
+    for entry in spec.include:
+        keys = [k for k in AXIS_KEYS if k in entry or k in axes]
+        for combo in product(*(entry.get(k, axes.get(k, ())) for k in keys)):
+            coords = dict(zip(keys, combo))
+            if coords not in kept:
+                kept.append(coords)
+    if not kept:
+        raise ClipscaleError(
+            f"sweep {spec.name}: the grid is empty after exclusions "
+            f"({len(grid)} of {len(grid)} points excluded)"
+        )
+    return kept
+
+
+def _settings(spec: SweepSpec, coords: Mapping[str, Any]) -> TrainSettings:
+    # Defaults, then per-point rules in order, then the point's own axis values.
+    train = spec.train
+    for rule in spec.rules:
+        if matches(rule.match, coords, train):
+            train = replace(train, **rule.train)
+    return replace(train, **{k: v for k, v in coords.items() if k in TRAIN_FIELDS})
+
+
+def expand(spec: SweepSpec) -> list[Candidate]:
+    """All points of the sweep in a stable order; a second stage follows each first one."""
+    out: list[Candidate] = []
+    for coords in _coordinates(spec):
+        first = Candidate(
+            coords=tuple(coords.items()),
+            model=coords["model"],
+            data=coords["data"],
+            samples_seen=coords["samples_seen"],
+            train=_settings(spec, coords),
+        )
+        out.append(first)
+        if spec.finetune is not None:
+            out.append(_second_stage(first, spec.finetune, parent=len(out) - 1))
+    return out
+
+
+def _second_stage(first: Candidate, finetune: Mapping[str, Any], parent: int) -> Candidate:
+    # The fine-tuning stage inherits the first stage's settings but plans its own epochs.
+    train = replace(first.train, epochs=None, train_num_samples=None, epoch_samples=None)
+    train = replace(train, **{k: v for k, v in finetune.items() if k in TRAIN_FIELDS})
+    return Candidate(
+        coords=(*first.coords, ("stage", 2)),
+        model=first.model,
+        data=finetune.get("data", first.data),
+        samples_seen=finetune["samples_seen"],
+        train=train,
+        stage=2,
+        parent=parent,
+    )
+
+
+def resolve_shards(pattern: str, data_root: str) -> str:
+    """Relative shard patterns live under the sweep's data root; URLs and pipes stay."""
+    if "://" in pattern or pattern.startswith("pipe:") or os.path.isabs(pattern):
+        return pattern
+    return os.path.join(os.path.abspath(os.path.expanduser(data_root)), pattern)
+
+
+def point_id(fields: Mapping[str, Any], label: str) -> str:
+    """``label`` for people plus a hash of the run-defining fields for machines."""
+    digest = hashlib.sha256(canonical_json({"id_version": ID_VERSION, **fields}).encode()).hexdigest()
+    return f"{label}_{digest[:12]}"
+
+
+def _label(model: str, data: str, target: int, train: TrainSettings, stage: int) -> str:
+    parts = [model, data, format_count(target)]
+    for short, value in (("i", train.image_size), ("t", train.context_length), ("pd", train.patch_dropout)):
+        if value is not None:
+            parts.append(f"{short}{value:g}")
+    if stage > 1:
+        parts.append("ft")
+    return "_".join(parts)
+
+
+def make_point(
+    sweep: SweepSpec,
+    cand: Candidate,
+    model: ModelSpec,
+    data: DataSpec,
+    exact: Mapping[str, int],
+    parent: str | None,
+) -> GridPoint:
+    """Freeze a candidate with its exact sample plan (``epochs``, ``train_num_samples``,
+    ``samples_per_epoch``, ``samples_seen``, ``steps``) into a grid point."""
+    train = replace(cand.train, epochs=exact["epochs"], train_num_samples=exact["train_num_samples"])
+    config = dict(model.open_clip_config) if model.open_clip_config is not None else None
+    # epoch_samples only guided the choice of epochs, which the id now holds exactly.
+    settings = {k: v for k, v in asdict(train).items() if k != "epoch_samples"}
+    identity = {
+        "model": model.name,
+        "model_config": config,
+        "data": data.name,
+        "data_size": data.num_samples,
+        "stage": cand.stage,
+        "parent": parent,
+        "samples_seen": exact["samples_seen"],
+        "train": settings,
+    }
+    return GridPoint(
+        id=point_id(identity, _label(model.name, data.name, cand.samples_seen, train, cand.stage)),
+        sweep=sweep.name,
+        model=model.name,
+        data=data.name,
+        stage=cand.stage,
+        parent=parent,
+        samples_seen_target=cand.samples_seen,
+        samples_seen=exact["samples_seen"],
+        samples_per_epoch=exact["samples_per_epoch"],
+        steps=exact["steps"],
+        train=train,
+        model_config=config,
+        data_size=data.num_samples,
+        shards=resolve_shards(data.shards, sweep.data_root),
+    )
