@@ -48,7 +48,7 @@ _CONFIG_DIR = click.option(
     "--config-dir",
     multiple=True,
     type=click.Path(file_okay=False),
-    help="Extra config root (model/, data/, gpu/, cluster/ and sweeps/); searched first.",
+    help="Extra config root (models/, datasets/, gpu/, cluster/ and sweeps/); searched first.",
 )
 
 
@@ -62,7 +62,11 @@ def main() -> None:
 @_OVERRIDES
 @_CONFIG_DIR
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
     help="Table for people; JSON or CSV records for programs.",
 )
 @_one_line_errors

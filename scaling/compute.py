@@ -70,8 +70,7 @@ def plan_samples(target: int, data_size: int, train: TrainSettings, where: str =
     loader_batch = train.batch_size * train.gpus
     if target < train.global_batch_size:
         raise ClipscaleError(
-            f"{prefix}samples seen {target:,} is smaller than one global batch "
-            f"({train.global_batch_size:,})"
+            f"{prefix}samples seen {target:,} is smaller than one global batch ({train.global_batch_size:,})"
         )
     # Whole epochs of whole optimizer steps: batches per epoch divisible by workers and
     # by accum_freq, else the trainer's last partial accumulation is loaded but unused.
@@ -80,9 +79,11 @@ def plan_samples(target: int, data_size: int, train: TrainSettings, where: str =
     if epochs is None:
         per_epoch = train.train_num_samples or train.epoch_samples or data_size
         epochs = max(1, round(target / per_epoch))
+        if train.train_num_samples is None:
+            epochs = _epochs_near(target, epochs, quantum)
     per_epoch_samples = train.train_num_samples
     if per_epoch_samples is None:
-        per_epoch_samples = max(1, round(target / (epochs * quantum))) * quantum
+        per_epoch_samples = _quanta(target, epochs, quantum) * quantum
     num_batches, samples_per_epoch = trainer_epoch(
         per_epoch_samples, train.batch_size, train.gpus, train.workers
     )
@@ -94,6 +95,25 @@ def plan_samples(target: int, data_size: int, train: TrainSettings, where: str =
         samples_seen=steps * train.global_batch_size,
         steps=steps,
     )
+
+
+def _quanta(target: int, epochs: int, quantum: int) -> int:
+    return max(1, round(target / (epochs * quantum)))
+
+
+def _epochs_near(target: int, desired: int, quantum: int, tolerance: float = 0.01) -> int:
+    """``desired`` epochs unless whole quanta per epoch then miss ``target`` by more than
+    ``tolerance``; else the epoch count within 1.5x of it that misses least (the nearest
+    to ``desired`` among equals)."""
+
+    def miss(epochs: int) -> int:
+        return abs(epochs * _quanta(target, epochs, quantum) * quantum - target)
+
+    if miss(desired) <= tolerance * target:
+        return desired
+    low, high = max(1, math.ceil(desired / 1.5)), math.floor(desired * 1.5)
+    candidates = range(low, min(high, low + 10_000) + 1)
+    return min(candidates, key=lambda e: (miss(e), abs(math.log(e / desired))))
 
 
 # ---------------------------------------------------------------- MACs per sample

@@ -4,11 +4,12 @@ A sweep file (``sweeps/NAME.yaml``) is a Hydra primary config: its defaults list
 a ``gpu`` and a ``cluster`` from the config groups under ``conf/``, and any key can be
 overridden from the command line in Hydra syntax (``model=ViT-B-32``, ``gpu=h100``,
 ``train.lr=5e-4``, ``'samples_seen=[3B,13B]'``). Models and data sets are looked up by
-name in the ``model`` and ``data`` groups, since one sweep names many of them.
+name in the ``models`` and ``datasets`` groups, since one sweep names many of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -175,6 +176,11 @@ def open_clip_builtin_models() -> frozenset[str]:
     return frozenset(p.stem for p in configs.glob("*.json"))
 
 
+# Directories of the catalogue groups. Not named like the `model` and `data` axes: Hydra
+# would take `model=X` for a choice of config group instead of a value of the axis.
+_GROUP_DIRS = {"model": "models", "data": "datasets", "gpu": "gpu", "cluster": "cluster"}
+
+
 class Catalog:
     """Models, data sets, GPUs and clusters defined in the config groups."""
 
@@ -182,11 +188,11 @@ class Catalog:
         self.conf_dirs = tuple(conf_dirs)
 
     def options(self, group: str) -> list[str]:
-        return sorted({p.stem for d in self.conf_dirs for p in (d / group).glob("*.yaml")})
+        return sorted({p.stem for d in self.conf_dirs for p in (d / _GROUP_DIRS[group]).glob("*.yaml")})
 
     def _load(self, group: str, name: str) -> dict[str, Any] | None:
         for d in self.conf_dirs:
-            path = d / group / f"{name}.yaml"
+            path = d / _GROUP_DIRS[group] / f"{name}.yaml"
             if path.is_file():
                 return load_yaml_mapping(path)
         return None
@@ -205,11 +211,9 @@ class Catalog:
             raise self._unknown("model", name, more)
         _check_keys(raw, {"description", "open_clip_config"}, f"model {name}")
         config = raw.get("open_clip_config")
-        if config is not None:
-            if not isinstance(config, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(config):
-                raise ClipscaleError(
-                    f"model {name}: open_clip_config needs embed_dim, vision_cfg and text_cfg"
-                )
+        needed = {"embed_dim", "vision_cfg", "text_cfg"}
+        if config is not None and (not isinstance(config, dict) or not needed <= set(config)):
+            raise ClipscaleError(f"model {name}: open_clip_config needs embed_dim, vision_cfg and text_cfg")
         return ModelSpec(name, str(raw.get("description", "")), config)
 
     def dataset(self, name: str) -> DataSpec:
@@ -317,10 +321,8 @@ def _int(name: str, value: Any, where: str, minimum: int | None) -> int:
 
 def _float(name: str, value: Any, where: str, low: float, high: float, closed: bool) -> float:
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ClipscaleError(f"{where}: {name} must be a number, got {value!r}")
     inside = (low <= value if closed else low < value) and value < high
@@ -428,7 +430,7 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
         if raw.get(axis) in (None, [], ()):
             raise ClipscaleError(f"{where}: axis {axis} needs at least one value")
     axes = tuple(
-        (k, tuple(coerce_axis_value(k, v, f"{where}: {k}") for v in _as_tuple(raw[k])))
+        (k, tuple(coerce_axis_value(k, v, where) for v in _as_tuple(raw[k])))
         for k in AXIS_KEYS
         if raw.get(k) is not None
     )
@@ -482,8 +484,10 @@ def _finetune(raw: Any, where: str) -> Mapping[str, Any] | None:
     _check_keys(raw, {"samples_seen", "data", *TRAIN_FIELDS}, where)
     if raw.get("samples_seen") is None:
         raise ClipscaleError(f"{where}: samples_seen must be set")
-    return {k: coerce_axis_value(k, v, where) if k in AXIS_KEYS else coerce_train_value(k, v, where)
-            for k, v in raw.items()}
+    return {
+        k: coerce_axis_value(k, v, where) if k in AXIS_KEYS else coerce_train_value(k, v, where)
+        for k, v in raw.items()
+    }
 
 
 def canonical_json(value: Any) -> str:

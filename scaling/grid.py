@@ -70,13 +70,13 @@ def matches(rule: Mapping[str, tuple[Any, ...]], coords: Mapping[str, Any], trai
 
 def _coordinates(spec: SweepSpec) -> list[dict[str, Any]]:
     names = [k for k, _ in spec.axes]
-    grid = [dict(zip(names, combo)) for combo in product(*(v for _, v in spec.axes))]
+    grid = [dict(zip(names, combo, strict=True)) for combo in product(*(v for _, v in spec.axes))]
     kept = [c for c in grid if not any(matches(rule, c, spec.train) for rule in spec.exclude)]
     axes = dict(spec.axes)
     for entry in spec.include:
         keys = [k for k in AXIS_KEYS if k in entry or k in axes]
         for combo in product(*(entry.get(k, axes.get(k, ())) for k in keys)):
-            coords = dict(zip(keys, combo))
+            coords = dict(zip(keys, combo, strict=True))
             if coords not in kept:
                 kept.append(coords)
     if not kept:

@@ -95,7 +95,7 @@ def plan_spec(spec: SweepSpec, cache: MacsCache | None = None) -> Plan:
     macs = macs_for(archs, cache)
     planned: list[PlannedPoint] = []
     by_id: dict[str, PlannedPoint] = {}
-    for point, arch in zip(points, archs):
+    for point, arch in zip(points, archs, strict=True):
         m = macs[macs_key(*arch)]
         stage = m.total * point.samples_seen
         total = stage + (by_id[point.parent].compute_gmacs if point.parent else 0.0)
@@ -118,8 +118,6 @@ def _check_unique(points: Sequence[GridPoint]) -> None:
         seen[p.id] = p
 
 
-def plan(
-    sweep: str = "toy", overrides: Sequence[str] = (), config_dir: Sequence[str] = ()
-) -> Plan:
+def plan(sweep: str = "toy", overrides: Sequence[str] = (), config_dir: Sequence[str] = ()) -> Plan:
     """Compose, validate and plan a sweep: the library form of ``scaling plan``."""
     return plan_spec(load_sweep(sweep, overrides, config_dir))

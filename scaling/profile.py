@@ -38,15 +38,17 @@ def count_macs(
     # open_clip warns that no weights were loaded: that is the point here.
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     try:
-        net = open_clip.create_model(
-            model.name,
-            pretrained=None,
-            load_weights=False,
-            device="meta",
-            force_image_size=image_size,
-            force_context_length=context_length,
-            force_patch_dropout=patch_dropout,
-        )
+        # Build on meta (no allocation, no weight init) and keep it there.
+        with torch.device("meta"):
+            net = open_clip.create_model(
+                model.name,
+                pretrained=None,
+                load_weights=False,
+                device="meta",
+                force_image_size=image_size,
+                force_context_length=context_length,
+                force_patch_dropout=patch_dropout,
+            )
     except Exception as e:  # any construction error is a problem with the config
         raise ClipscaleError(f"cannot build model {model.name!r}: {e}") from None
     size = net.visual.image_size

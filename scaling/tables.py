@@ -9,9 +9,15 @@ from scaling.plan import Plan
 from scaling.units import format_count
 
 
+def _console() -> Console:
+    # Piped to a file or a pager, a table is cut to 80 columns unless told otherwise.
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 240))
+
+
 def print_plan(plan: Plan, console: Console | None = None) -> None:
     """One row per point and a totals row; compute in GMACs as the paper counts it."""
-    console = console or Console()
+    console = console or _console()
     spec = plan.sweep
     staged = any(p.point.stage > 1 for p in plan.points)
     table = Table(
@@ -21,7 +27,8 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     columns = ["id", "model", "data", *(["stage"] if staged else []), "samples seen", "epochs",
                "global batch", "lr", "warmup", "GMACs/sample", "compute (GMACs)", "GPU-hours"]  # fmt: skip
     for name in columns:
-        table.add_column(name, justify="left" if name in ("id", "model", "data") else "right")
+        left = name in ("id", "model", "data")
+        table.add_column(name, justify="left" if left else "right", no_wrap=left)
     for p in plan.points:
         t = p.point.train
         table.add_row(
@@ -36,10 +43,14 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
             f"{t.warmup:,}",
             f"{p.macs.total:.4g}",
             f"{p.compute_gmacs:.3e}",
-            f"{p.gpu_hours:,.1f}",
+            _hours(p.gpu_hours),
         )
     blanks = [""] * (len(columns) - 3)
-    blanks[-2:] = [f"{plan.total_compute_gmacs:.3e}", f"{plan.total_gpu_hours:,.1f}"]
+    blanks[-2:] = [f"{plan.total_compute_gmacs:.3e}", _hours(plan.total_gpu_hours)]
     table.add_section()
     table.add_row("total", "", "", *blanks)
     console.print(table)
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.1f}" if hours >= 10 else f"{hours:.2g}"

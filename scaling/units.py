@@ -25,7 +25,7 @@ def parse_count(value: object, what: str) -> int:
         raise ClipscaleError(f"{what} must be a count such as 3000000000, 3e9 or 3B, got {value!r}")
     if not math.isfinite(number) or number <= 0:
         raise ClipscaleError(f"{what} must be positive, got {value!r}")
-    return int(round(number))
+    return round(number)
 
 
 def format_count(n: float) -> str:
