@@ -1,0 +1,107 @@
+"""How far clipscale's GPU-hour estimate is from the paper's real GPU-hours, per run.
+
+Reads the scaling-laws paper's trained_models_info.csv (measured samples/s on A100s),
+plans the paper sweep with the default A100 utilisation, and writes a table of estimated
+vs real GPU-hours to bench/results/cost_calibration.md (and .json).
+
+    python bench/cost_calibration.py [--reference DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+from pathlib import Path
+
+from scaling.compute import calibrate_mfu
+from scaling.plan import plan
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_REFERENCE = HERE.parent.parent / "shared" / "reference" / "laion-scaling-laws-openclip"
+DATA = {"80M": "LAION-80M", "400M": "LAION-400M", "2B": "LAION-2B"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    info = args.reference / "trained_models_info.csv"
+    if not info.is_file():
+        raise SystemExit(f"error: {info} not found (pass --reference DIR)")
+    with open(info, newline="") as f:
+        runs = list(csv.DictReader(f))
+
+    paper = plan("paper", ["gpu=a100"])
+    by_key = {(p.point.model, p.point.data, p.point.samples_seen_target): p for p in paper.points}
+    rows = []
+    for run in runs:
+        label = re.search(r"Samples-(\d+)B", run["name"])
+        assert label is not None
+        point = by_key[(run["arch"], DATA[run["data"]], int(label.group(1)) * 10**9)]
+        real = point.point.samples_seen / float(run["samples_per_sec"]) * int(run["gpus"]) / 3600
+        rows.append(
+            {
+                "run": run["name"].removesuffix(".pt"),
+                "gpus": int(run["gpus"]),
+                "samples_seen": point.point.samples_seen,
+                "gmacs_per_sample": round(point.macs.total, 3),
+                "real_gpu_hours": round(real),
+                "estimated_gpu_hours": round(point.gpu_hours),
+                "ratio": round(point.gpu_hours / real, 3),
+            }
+        )
+    gmacs = {p.point.model: p.macs.total for p in paper.points}
+    median_mfu = calibrate_mfu(
+        [{"gmacs": gmacs[r["arch"]], "samples_per_sec": float(r["samples_per_sec"]), "gpus": int(r["gpus"])}
+         for r in runs],
+        peak_tflops=paper.sweep.gpu.peak_tflops,
+    )  # fmt: skip
+    ratios = [r["ratio"] for r in rows]
+    summary = {
+        "runs": len(rows),
+        "default_mfu": paper.sweep.gpu.mfu,
+        "median_measured_mfu": round(median_mfu, 4),
+        "median_ratio": statistics.median(ratios),
+        "median_abs_log2_error": round(statistics.median(abs(_log2(r)) for r in ratios), 3),
+        "within_25_percent": sum(0.8 <= r <= 1.25 for r in ratios),
+        "within_2x": sum(0.5 <= r <= 2 for r in ratios),
+        "min_ratio": min(ratios),
+        "max_ratio": max(ratios),
+        "total_real_gpu_hours": sum(r["real_gpu_hours"] for r in rows),
+        "total_estimated_gpu_hours": sum(r["estimated_gpu_hours"] for r in rows),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cost_calibration.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
+    (args.out / "cost_calibration.md").write_text(_markdown(summary, rows))
+    print(json.dumps(summary, indent=2))
+
+
+def _log2(x: float) -> float:
+    import math
+
+    return math.log2(x)
+
+
+def _markdown(summary: dict[str, float], rows: list[dict[str, object]]) -> str:
+    lines = [
+        "# GPU-hour estimate vs the paper's real GPU-hours (A100)",
+        "",
+        *(f"- {k}: {v}" for k, v in summary.items()),
+        "",
+        "| run | GPUs | samples seen | GMACs/sample | real GPU-h | estimated GPU-h | est/real |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {r['gpus']} | {r['samples_seen']:,} | {r['gmacs_per_sample']} "
+            f"| {r['real_gpu_hours']:,} | {r['estimated_gpu_hours']:,} | {r['ratio']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
