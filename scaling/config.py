@@ -89,7 +89,6 @@ class GpuSpec:
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    name: str
     kind: str
     options: Mapping[str, Any]
 
@@ -419,7 +418,7 @@ def _cluster(raw: Any, where: str) -> ClusterSpec:
         raise ClipscaleError(f"{where}: selects no cluster (add '- cluster: local' to its defaults)")
     kind = _choice("cluster kind", raw.get("kind"), where, CLUSTER_KINDS)
     options = {k: v for k, v in raw.items() if k != "kind"}
-    return ClusterSpec(kind, kind, options)
+    return ClusterSpec(kind, options)
 
 
 def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSpec:

@@ -9,6 +9,7 @@ of the scaling-laws paper within 0.2 % for its architectures.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from scaling.config import ModelSpec
 from scaling.errors import ClipscaleError
@@ -25,7 +26,6 @@ def count_macs(
     try:
         import open_clip
         import torch
-        from torch.utils.flop_counter import FlopCounterMode
     except ImportError as e:
         raise ClipscaleError(
             f"counting the MACs of {model.name} needs torch and open_clip: "
@@ -59,12 +59,12 @@ def count_macs(
     # what the compute axis measures.
     net.train()
     with torch.no_grad():
-        image_macs = _macs(FlopCounterMode, lambda: net.encode_image(image))
-        text_macs = _macs(FlopCounterMode, lambda: net.encode_text(text))
-    return image_macs, text_macs
+        return _macs(lambda: net.encode_image(image)), _macs(lambda: net.encode_text(text))
 
 
-def _macs(counter_cls: type, forward: object) -> float:
-    with counter_cls(display=False) as counter:
-        forward()  # type: ignore[operator]
+def _macs(forward: Callable[[], object]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        forward()
     return counter.get_total_flops() / 2

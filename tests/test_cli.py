@@ -54,6 +54,13 @@ def test_plan_table_shows_points_and_totals() -> None:
     assert "H100" in result.output
 
 
+def test_plan_table_of_a_two_stage_sweep_shows_stages() -> None:
+    result = CliRunner().invoke(main, ["plan", "sweep=clipa"], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert "sweep clipa: 32 points" in result.output and "stage" in result.output
+    assert "_i224_t32_pd0_ft_" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
