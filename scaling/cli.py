@@ -92,5 +92,79 @@ def plan(overrides: tuple[str, ...], config_dir: tuple[str, ...], fmt: str) -> N
         print_plan(result)
 
 
+@main.command()
+@click.option(
+    "--root", type=click.Path(file_okay=False), default=None,
+    help="Where to write toy/ (default: $CLIPSCALE_DATA_ROOT, else ./data), the toy sweep's data_root.",
+)  # fmt: skip
+@click.option(
+    "--data", "names", multiple=True, help="Toy data set to write (repeatable; default: all toy-*)."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the whole world.")
+@click.option("--image-size", default=32, show_default=True, help="Image side in pixels.")
+@click.option("--force", is_flag=True, help="Rewrite sets that are already complete.")
+@_CONFIG_DIR
+@_one_line_errors
+def toyworld(
+    root: str | None,
+    names: tuple[str, ...],
+    seed: int,
+    image_size: int,
+    force: bool,
+    config_dir: tuple[str, ...],
+) -> None:
+    """Generate the synthetic toy world: training shards and evaluation sets."""
+    import os
+    from pathlib import Path
+
+    from scaling.config import Catalog, config_dirs
+    from scaling.toyworld import write_world
+
+    catalog = Catalog(config_dirs(config_dir))
+    chosen = names or tuple(n for n in catalog.options("data") if n.startswith("toy-"))
+    sizes = {}
+    for name in chosen:
+        spec = catalog.dataset(name)
+        if not spec.shards.startswith(f"toy/{name}/"):
+            raise ClipscaleError(f"data set {name!r} is not a toy data set (its shards are {spec.shards})")
+        sizes[name] = spec.num_samples
+    base = Path(root or os.environ.get("CLIPSCALE_DATA_ROOT") or "data")
+    try:
+        paths = write_world(base, sizes, seed, image_size, force)
+    except OSError as e:
+        raise ClipscaleError(f"cannot write the toy world under {base}: {e.strerror or e}") from None
+    for path in paths:
+        click.echo(str(path))
+
+
+@main.command()
+@_OVERRIDES
+@_CONFIG_DIR
+@click.option("--id", "point_id", default=None, help="Id of the point to run (see `scaling plan`).")
+@_one_line_errors
+def run(overrides: tuple[str, ...], config_dir: tuple[str, ...], point_id: str | None) -> None:
+    """Train and evaluate one point of a sweep here, in the foreground.
+
+    Pick the point with --id, or with overrides that leave exactly one point
+    (sweep=toy model=toy-m data=toy-4k samples_seen=16k). A rerun resumes an
+    unfinished run from its last checkpoint and returns a finished one as it is.
+    """
+    from scaling.plan import plan as make_plan
+    from scaling.plan import select
+    from scaling.tables import print_outcome, training_progress
+    from scaling.train import run_dir, run_point
+
+    sweep, rest = split_sweep(overrides)
+    planned = make_plan(sweep, rest, config_dir)
+    point = select(planned, point_id).point
+    spec = planned.sweep
+    with training_progress(point) as progress:
+        outcome = run_point(point, spec.models[point.model], spec.eval, spec.runs_root, progress, quiet=True)
+    print_outcome(outcome, run_dir(spec.runs_root, point))
+    if outcome.status != "succeeded":
+        click.echo(f"error: run {point.id} {outcome.status}: {outcome.error}", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

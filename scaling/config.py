@@ -26,6 +26,7 @@ CONFIG_PATH_ENV = "CLIPSCALE_CONFIG_PATH"
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16", "fp32")
 LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
 CLUSTER_KINDS = ("local", "slurm")
+EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,26 @@ class ClusterSpec:
 
 
 @dataclass(frozen=True)
+class EvalSet:
+    """One evaluation in CLIP_benchmark's webdataset layout at ``path``."""
+
+    name: str
+    task: str
+    path: str
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What every run of the sweep is evaluated on after training."""
+
+    sets: tuple[EvalSet, ...] = ()
+    batch_size: int = 256
+    # Mean zero-shot top-1 over `robustness_sets`, reported as data set `robustness_name`.
+    robustness_name: str | None = None
+    robustness_sets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Rule:
     """Per-point settings: ``train`` applies to every point whose coordinates ``match``."""
 
@@ -117,6 +138,8 @@ class SweepSpec:
     cluster: ClusterSpec
     models: Mapping[str, ModelSpec]
     datasets: Mapping[str, DataSpec]
+    runs_root: str = "runs"
+    eval: EvalSpec = EvalSpec()
 
 
 # ---------------------------------------------------------------- where configs live
@@ -295,8 +318,8 @@ def load_sweep(
 # ---------------------------------------------------------------- validation
 
 _TOP_KEYS = {
-    "name", "description", "data_root", "include", "exclude", "train", "points", "finetune",
-    "gpu", "cluster", *AXIS_KEYS,
+    "name", "description", "data_root", "runs_root", "eval", "include", "exclude", "train", "points",
+    "finetune", "gpu", "cluster", *AXIS_KEYS,
 }  # fmt: skip
 
 
@@ -460,6 +483,40 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
         cluster=_cluster(raw.get("cluster"), where),
         models=models,
         datasets=datasets,
+        runs_root=str(raw.get("runs_root") or "runs"),
+        eval=_eval(raw.get("eval"), f"{where}: eval"),
+    )
+
+
+def _eval(raw: Any, where: str) -> EvalSpec:
+    if raw is None:
+        return EvalSpec()
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: must be a mapping with root, sets and robustness")
+    _check_keys(raw, {"root", "batch_size", "sets", "robustness"}, where)
+    root = str(raw.get("root") or ".")
+    sets = []
+    for entry in raw.get("sets") or ():
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ClipscaleError(f"{where}: each set needs a name and a task")
+        _check_keys(entry, {"name", "task", "path"}, where)
+        task = _choice("task", entry.get("task"), where, EVAL_TASKS)
+        path = str(entry.get("path") or os.path.join(root, str(entry["name"])))
+        sets.append(EvalSet(str(entry["name"]), task, path))
+    robust = raw.get("robustness") or {}
+    if not isinstance(robust, dict):
+        raise ClipscaleError(f"{where}: robustness must be a mapping with name and sets")
+    _check_keys(robust, {"name", "sets"}, f"{where}: robustness")
+    members = tuple(str(s) for s in _as_tuple(robust.get("sets") or ()))
+    classified = {s.name for s in sets if s.task == "zeroshot_classification"}
+    for member in members:
+        if member not in classified:
+            raise ClipscaleError(f"{where}: robustness set {member!r} has no zeroshot_classification entry")
+    return EvalSpec(
+        sets=tuple(sets),
+        batch_size=_int("batch_size", raw.get("batch_size", 256), where, 1),
+        robustness_name=str(robust["name"]) if robust.get("name") else None,
+        robustness_sets=members,
     )
 
 

@@ -121,3 +121,18 @@ def _check_unique(points: Sequence[GridPoint]) -> None:
 def plan(sweep: str = "toy", overrides: Sequence[str] = (), config_dir: Sequence[str] = ()) -> Plan:
     """Compose, validate and plan a sweep: the library form of ``scaling plan``."""
     return plan_spec(load_sweep(sweep, overrides, config_dir))
+
+
+def select(plan: Plan, point_id: str | None = None) -> PlannedPoint:
+    """The one point named by ``point_id``, or the only point of the plan."""
+    if point_id is not None:
+        for p in plan.points:
+            if p.point.id == point_id:
+                return p
+        raise ClipscaleError(f"sweep {plan.sweep.name} has no point {point_id!r}")
+    if len(plan.points) != 1:
+        raise ClipscaleError(
+            f"sweep {plan.sweep.name} has {len(plan.points)} points: name one with --id, "
+            "or narrow the axes with overrides (model=..., data=..., samples_seen=...)"
+        )
+    return plan.points[0]

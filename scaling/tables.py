@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from scaling.grid import GridPoint
+from scaling.outcome import Outcome
 from scaling.plan import Plan
 from scaling.units import format_count
 
@@ -54,3 +61,45 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
 
 def _hours(hours: float) -> str:
     return f"{hours:,.1f}" if hours >= 10 else f"{hours:.2g}"
+
+
+@contextlib.contextmanager
+def training_progress(point: GridPoint) -> Iterator[Callable[[int, int, int], None]]:
+    """A progress bar over the samples of a run, fed by the trainer's log lines."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("samples"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(f"{point.id} (starting)", total=point.samples_seen)
+    epochs = point.train.epochs
+
+    def update(epoch: int, done: int, per_epoch: int) -> None:
+        bar.update(
+            task, completed=epoch * per_epoch + done, description=f"{point.id} epoch {epoch + 1}/{epochs}"
+        )
+
+    with bar:
+        yield update
+
+
+def print_outcome(outcome: Outcome, directory: Path, console: Console | None = None) -> None:
+    """The outcome of a run: status, samples, time, and each evaluation's metrics."""
+    console = console or _console()
+    seen = f"{outcome.samples_seen:,}" if outcome.samples_seen is not None else "?"
+    rate = f", {outcome.samples_per_s:,.0f} samples/s" if outcome.samples_per_s else ""
+    console.print(f"[bold]{outcome.id}[/bold]: {outcome.status}, {seen} samples seen{rate}")
+    if outcome.metrics:
+        table = Table()
+        table.add_column("evaluation")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, metrics in outcome.metrics.items():
+            for metric, value in metrics.items():
+                table.add_row(name, metric, "" if value is None else f"{value:.4f}")
+        console.print(table)
+    console.print(f"run directory: {directory}")

@@ -1,0 +1,170 @@
+"""Evaluate a trained checkpoint like the paper, with CLIP_benchmark as the library.
+
+Zero-shot classification (acc1, acc5, mean_per_class_recall) and zero-shot retrieval
+(image/text_retrieval_recall@1/5/10) call CLIP_benchmark's own metric functions on
+data sets in its webdataset layout, so real ImageNet or MS-COCO exports work by path on a
+cluster exactly as the toy sets do here. CLIP_benchmark's linear probe needs CUDA; on a
+CPU the same recipe (L2-normalised frozen image features, a regularised multinomial
+logistic regression chosen on a held-out part of the train split) runs with scikit-learn.
+Metric names match CLIP_benchmark's output JSON (``lp_acc1`` and so on).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from scaling.config import EvalSet, EvalSpec
+from scaling.errors import ClipscaleError
+
+RECALL_K = (1, 5, 10)
+
+
+def check_eval_sets(spec: EvalSpec) -> None:
+    """Fail before training if an evaluation set is missing or incomplete."""
+    for s in spec.sets:
+        root = Path(s.path)
+        if "://" in s.path:
+            continue  # remote sets are read by CLIP_benchmark itself
+        splits = ["test", "train"] if s.task == "linear_probe" else ["test"]
+        for split in splits:
+            if not (root / split / "nshards.txt").is_file():
+                raise ClipscaleError(f"evaluation set {s.name}: {root / split / 'nshards.txt'} not found")
+        if s.task != "zeroshot_retrieval" and not _nonempty(root / "classnames.txt"):
+            raise ClipscaleError(f"evaluation set {s.name}: no class names ({root / 'classnames.txt'})")
+        templates = root / "zeroshot_classification_templates.txt"
+        if s.task == "zeroshot_classification" and not _nonempty(templates):
+            raise ClipscaleError(f"evaluation set {s.name}: no zero-shot templates ({templates})")
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and bool(path.read_text().strip())
+
+
+def evaluate(
+    model_name: str,
+    checkpoint: Path,
+    spec: EvalSpec,
+    device: str,
+    image_size: int | None = None,
+    context_length: int | None = None,
+    feature_dir: Path | None = None,
+) -> dict[str, dict[str, float | None]]:
+    """Metrics per evaluation set (plus the robustness average) for one checkpoint."""
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        model_name,
+        pretrained=str(checkpoint),
+        device=device,
+        force_image_size=image_size,
+        force_context_length=context_length,
+    )
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
+    results: dict[str, dict[str, float | None]] = {}
+    for s in spec.sets:
+        metrics = _run(s, model, preprocess, tokenizer, spec.batch_size, device, feature_dir)
+        results.setdefault(s.name, {}).update(metrics)
+    if spec.robustness_name and spec.robustness_sets:
+        accs = [results[name]["acc1"] or 0.0 for name in spec.robustness_sets]
+        results[spec.robustness_name] = {"acc1": sum(accs) / len(accs)}
+    return results
+
+
+def _loader(s: EvalSet, split: str, preprocess: Any, batch_size: int) -> Any:
+    import torch
+    from clip_benchmark.datasets.builder import build_dataset, get_dataset_collate_fn
+
+    task = "zeroshot_retrieval" if s.task == "zeroshot_retrieval" else "zeroshot_classification"
+    dataset = build_dataset(f"wds/{s.name}", root=s.path, transform=preprocess, split=split, task=task)
+    # Retrieval batches keep each image's list of captions, as for MS-COCO.
+    collate = get_dataset_collate_fn("mscoco_captions" if task == "zeroshot_retrieval" else s.name)
+    batched = dataset.batched(batch_size, collation_fn=collate)
+    loader = torch.utils.data.DataLoader(batched, batch_size=None, num_workers=0)
+    return dataset, loader
+
+
+def _run(
+    s: EvalSet,
+    model: Any,
+    preprocess: Any,
+    tokenizer: Any,
+    batch_size: int,
+    device: str,
+    feature_dir: Path | None,
+) -> dict[str, float]:
+    from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
+
+    amp = device.startswith("cuda")
+    if s.task == "zeroshot_classification":
+        dataset, loader = _loader(s, "test", preprocess, batch_size)
+        if not dataset.classes or not dataset.templates:
+            raise ClipscaleError(f"evaluation set {s.name}: no class names or templates in {s.path}")
+        out = zeroshot_classification.evaluate(
+            model, loader, tokenizer, dataset.classes, dataset.templates, device, amp=amp
+        )
+        return {k: float(v) for k, v in out.items()}
+    if s.task == "zeroshot_retrieval":
+        _, loader = _loader(s, "test", preprocess, batch_size)
+        out = zeroshot_retrieval.evaluate(
+            model, loader, tokenizer, device, amp=amp, recall_k_list=list(RECALL_K)
+        )
+        return {k: float(v) for k, v in out.items()}
+    return _linear_probe(s, model, preprocess, batch_size, device, feature_dir)
+
+
+def _linear_probe(
+    s: EvalSet, model: Any, preprocess: Any, batch_size: int, device: str, feature_dir: Path | None
+) -> dict[str, float]:
+    _, train = _loader(s, "train", preprocess, batch_size)
+    _, test = _loader(s, "test", preprocess, batch_size)
+    if device.startswith("cuda"):
+        from clip_benchmark.metrics import linear_probe
+
+        out = linear_probe.evaluate(
+            model, train, test, fewshot_k=-1, batch_size=batch_size, num_workers=0, lr=0.1, epochs=10,
+            model_id=s.name, seed=0, feature_root=str(feature_dir or Path("features")), device="cuda",
+        )  # fmt: skip
+        return {k: float(v) for k, v in out.items() if k.startswith("lp_")}
+    return _sklearn_probe(*_features(model, train, device), *_features(model, test, device))
+
+
+def _features(model: Any, loader: Any, device: str) -> tuple[Any, Any]:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    features, targets = [], []
+    with torch.no_grad():
+        for images, labels in loader:
+            features.append(F.normalize(model.encode_image(images.to(device)), dim=-1).cpu().numpy())
+            targets.append(np.asarray(labels))
+    return np.concatenate(features), np.concatenate(targets)
+
+
+def _sklearn_probe(x_train: Any, y_train: Any, x_test: Any, y_test: Any) -> dict[str, float]:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+
+    # Pick the regularisation on the last fifth of the train split, then refit on all of it.
+    cut = len(x_train) * 4 // 5
+    best_c, best = 1.0, -1.0
+    for c in (0.1, 1.0, 10.0, 100.0):
+        fit = LogisticRegression(C=c, max_iter=2000).fit(x_train[:cut], y_train[:cut])
+        score = fit.score(x_train[cut:], y_train[cut:])
+        if score > best:
+            best_c, best = c, score
+    clf = LogisticRegression(C=best_c, max_iter=2000).fit(x_train, y_train)
+    scores = clf.decision_function(x_test)
+    top = np.argsort(-scores, axis=1)
+    classes = clf.classes_
+    hit = classes[top] == y_test[:, None]
+    k5 = min(5, hit.shape[1])
+    return {
+        "lp_acc1": float(hit[:, 0].mean()),
+        "lp_acc5": float(hit[:, :k5].any(axis=1).mean()) if len(classes) >= 5 else math.nan,
+        "lp_mean_per_class_recall": float(balanced_accuracy_score(y_test, classes[top[:, 0]])),
+    }

@@ -1,0 +1,93 @@
+"""The outcome of one run: written atomically as ``outcome.json`` in its run directory.
+
+The compute node hands results to the controller through this file alone, so it is
+replaced in one rename and readers never see half of it. No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaling.errors import ClipscaleError
+
+OUTCOME_FILE = "outcome.json"
+POINT_FILE = "point.json"
+STATUSES = ("succeeded", "failed", "diverged")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    status: str
+    samples_seen: int | None  # counted from the trainer's own log
+    samples_seen_planned: int
+    epochs: int
+    wall_time_s: float  # of the invocation that wrote this outcome
+    train_time_s: float | None  # training alone, summed over every invocation
+    samples_per_s: float | None
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    loss: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    started_at: str = ""
+    finished_at: str = ""
+    host: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(_finite(asdict(self)), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    # JSON has no NaN: a metric that is not a number is stored as missing.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one rename, after the bytes are on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_outcome(run_dir: Path, outcome: Outcome) -> Path:
+    path = run_dir / OUTCOME_FILE
+    write_atomic(path, outcome.to_json())
+    return path
+
+
+def read_outcome(run_dir: Path) -> Outcome | None:
+    """The run's outcome, or None if it has none yet."""
+    path = run_dir / OUTCOME_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ClipscaleError(f"{path} is not a readable outcome: {e}") from None
+    try:
+        return Outcome(**raw)
+    except TypeError as e:
+        raise ClipscaleError(f"{path} is not an outcome of this clipscale: {e}") from None
