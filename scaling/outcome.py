@@ -72,10 +72,11 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_outcome(run_dir: Path, outcome: Outcome) -> Path:
-    path = run_dir / OUTCOME_FILE
-    write_atomic(path, outcome.to_json())
-    return path
+def write_outcome(run_dir: Path, outcome: Outcome) -> Outcome:
+    """Write the outcome; return it as it now reads back (non-finite numbers as None)."""
+    text = outcome.to_json()
+    write_atomic(run_dir / OUTCOME_FILE, text)
+    return Outcome(**json.loads(text))
 
 
 def read_outcome(run_dir: Path) -> Outcome | None:

@@ -261,8 +261,7 @@ def _finish(
         host=socket.gethostname(),
         versions=_versions(),
     )
-    write_outcome(directory, outcome)
-    return outcome
+    return write_outcome(directory, outcome)
 
 
 def _train(

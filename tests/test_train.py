@@ -1,0 +1,287 @@
+"""One grid point trained for real by open_clip_train on generated shards, then evaluated."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scaling import toyworld
+from scaling.errors import ClipscaleError
+from scaling.outcome import read_outcome
+from scaling.plan import Plan, plan, select
+from scaling.train import check_shards, open_clip_argv, run_dir, run_point
+
+pytestmark = pytest.mark.torch
+
+TINY = """\
+defaults:
+  - gpu: a100
+  - cluster: local
+  - _self_
+name: tiny
+data_root: {root}
+runs_root: {runs}
+eval:
+  root: {root}/toy/eval
+  sets:
+    - {{name: toy_shapes, task: zeroshot_classification}}
+    - {{name: toy_shapes, task: linear_probe}}
+    - {{name: toy_shapes_shifted, task: zeroshot_classification}}
+    - {{name: toy_captions, task: zeroshot_retrieval}}
+  robustness: {{name: toy_robustness, sets: [toy_shapes_shifted]}}
+model: [toy-xs]
+data: [toy-1k]
+samples_seen: [512]
+train: {{lr: 2.0e-3, warmup: 2, batch_size: 32, gpus: 1, workers: 1, precision: fp32, epochs: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    toyworld.write_world(root, {"toy-1k": 1000, "toy-4k": 4000})
+    return root
+
+
+def tiny_plan(
+    tmp: Path, root: Path, runs: Path, overrides: list[str] | None = None, text: str = TINY
+) -> Plan:
+    path = tmp / "tiny.yaml"
+    path.write_text(textwrap.dedent(text).format(root=root, runs=runs))
+    return plan(str(path), overrides or [])
+
+
+def run_only(p: Plan, **kw: object):  # type: ignore[no-untyped-def]
+    point = select(p).point
+    return point, run_point(point, p.sweep.models[point.model], p.sweep.eval, p.sweep.runs_root, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained(world: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("tiny")
+    p = tiny_plan(tmp, world, tmp / "runs")
+    updates: list[tuple[int, int, int]] = []
+    point, outcome = run_only(p, progress=lambda *a: updates.append(a), quiet=True)
+    return p, point, outcome, updates
+
+
+def test_tiny_point_trains_and_is_evaluated(trained) -> None:  # type: ignore[no-untyped-def]
+    _, point, outcome, updates = trained
+    assert outcome.status == "succeeded", outcome.error
+    # Exactly the planned number of samples, as counted from the trainer's own log.
+    assert outcome.samples_seen == outcome.samples_seen_planned == point.samples_seen == 512
+    assert outcome.epochs == 2 and outcome.loss["logged"] > 0 and len(outcome.loss["epoch_mean"]) == 2
+    expected = {
+        "toy_shapes": {
+            "acc1",
+            "acc5",
+            "mean_per_class_recall",
+            "lp_acc1",
+            "lp_acc5",
+            "lp_mean_per_class_recall",
+        },
+        "toy_shapes_shifted": {"acc1", "acc5", "mean_per_class_recall"},
+        "toy_captions": {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)},
+        "toy_robustness": {"acc1"},
+    }
+    assert {name: set(m) for name, m in outcome.metrics.items()} == expected
+    for metrics in outcome.metrics.values():
+        assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert outcome.metrics["toy_robustness"]["acc1"] == outcome.metrics["toy_shapes_shifted"]["acc1"]
+    # The progress callback saw the trainer reach the end of the last epoch.
+    assert updates[-1] == (1, 256, 256)
+
+
+def test_run_directory_holds_config_log_checkpoints_and_outcome(trained) -> None:  # type: ignore[no-untyped-def]
+    p, point, outcome, _ = trained
+    directory = run_dir(p.sweep.runs_root, point)
+    assert json.loads((directory / "point.json").read_text())["id"] == point.id
+    assert (directory / "checkpoints" / "epoch_2.pt").is_file() and (directory / "out.log").is_file()
+    assert read_outcome(directory) == outcome
+    assert not list(directory.glob(".outcome.json.*")), "a temporary outcome file was left behind"
+
+
+def test_second_invocation_does_not_retrain(trained) -> None:  # type: ignore[no-untyped-def]
+    p, point, outcome, _ = trained
+    log = (run_dir(p.sweep.runs_root, point) / "out.log").read_text()
+    _, again = run_only(p, quiet=True)
+    assert again == outcome
+    assert (run_dir(p.sweep.runs_root, point) / "out.log").read_text() == log
+
+
+def test_half_finished_run_resumes_from_its_checkpoint(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p, point, _, _ = trained
+    # Make a copy of the run as it was after its first epoch.
+    runs = tmp_path / "runs"
+    shutil.copytree(run_dir(p.sweep.runs_root, point), runs / point.id)
+    (runs / point.id / "outcome.json").unlink()
+    (runs / point.id / "checkpoints" / "epoch_2.pt").unlink()
+    log = runs / point.id / "out.log"
+    log.write_text(
+        "".join(line for line in log.read_text().splitlines(True) if "Train Epoch: 1 " not in line)
+    )
+    resumed = tiny_plan(tmp_path, Path(point.shards).parents[2], runs)
+    _, again = run_only(resumed, quiet=True)
+    text = log.read_text()
+    assert again.status == "succeeded" and again.samples_seen == 512
+    assert "Train Epoch: 1 " in text and text.count("Train Epoch: 0 ") == log_count(
+        trained, "Train Epoch: 0 "
+    )
+    assert "epoch_1.pt" in text  # the trainer says it resumed from the first epoch's checkpoint
+
+
+def log_count(trained, needle: str) -> int:  # type: ignore[no-untyped-def]
+    p, point, _, _ = trained
+    return (run_dir(p.sweep.runs_root, point) / "out.log").read_text().count(needle)
+
+
+def test_argv_names_the_run_and_always_resumes(trained) -> None:  # type: ignore[no-untyped-def]
+    _, point, _, _ = trained
+    argv = open_clip_argv(point, Path("/r"), "cpu")
+    pairs = dict(zip(argv[::2], argv[1::2], strict=False))
+    assert argv[argv.index("--name") + 1] == point.id and argv[argv.index("--resume") + 1] == "latest"
+    assert "--dataset-resampled" in argv
+    assert argv[argv.index("--train-num-samples") + 1] == "256" and argv[argv.index("--epochs") + 1] == "2"
+    assert pairs.get("--model") == "toy-xs"
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def copy_world(world: Path, tmp: Path) -> Path:
+    shutil.copytree(world, tmp / "world")
+    return tmp / "world"
+
+
+def replace_member(shard: Path, name: str, data: bytes | None) -> None:
+    """Rewrite one member of a tar shard (None drops it)."""
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+    with tarfile.open(shard, "w") as tar:
+        for member, content in members:
+            if member.name == name:
+                if data is None:
+                    continue
+                content, member.size = data, len(data)
+            tar.addfile(member, io.BytesIO(content))
+
+
+Breaker = Callable[[Path], None]
+
+
+@pytest.mark.parametrize(
+    ("breaker", "message"),
+    [
+        (lambda w: (w / "toy" / "toy-1k" / "00000.tar").unlink(), r"shard .*00000\.tar not found"),
+        (lambda w: (w / "toy" / "toy-1k" / "00000.tar").write_bytes(b""), r"shard .*00000\.tar is empty"),
+        (
+            lambda w: replace_member(w / "toy" / "toy-1k" / "00000.tar", "000000005.jpg", b"not a jpeg"),
+            r"shard .*00000\.tar: sample 000000005 has a corrupt image",
+        ),
+        (
+            lambda w: replace_member(w / "toy" / "toy-1k" / "00000.tar", "000000007.txt", None),
+            r"sample 000000007 lacks an image or a caption",
+        ),
+        (
+            lambda w: (w / "toy" / "eval" / "toy_shapes" / "classnames.txt").unlink(),
+            r"evaluation set toy_shapes: no class names",
+        ),
+        (
+            lambda w: shutil.rmtree(w / "toy" / "eval" / "toy_captions" / "test"),
+            r"evaluation set toy_captions: .*nshards\.txt not found",
+        ),
+    ],
+)
+def test_bad_data_fails_before_anything_is_written(
+    world: Path, tmp_path: Path, breaker: Breaker, message: str
+) -> None:
+    broken = copy_world(world, tmp_path)
+    breaker(broken)
+    p = tiny_plan(tmp_path, broken, tmp_path / "runs")
+    with pytest.raises(ClipscaleError, match=message) as info:
+        run_only(p)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unwritable_run_directory_is_reported(world: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    p = tiny_plan(tmp_path, world, blocker / "runs")
+    with pytest.raises(ClipscaleError, match=r"run directory .* is not writable"):
+        run_only(p)
+
+
+def test_rejected_trainer_arguments_are_a_failed_outcome(world: Path, tmp_path: Path) -> None:
+    p = tiny_plan(tmp_path, world, tmp_path / "runs", ["+train.extra_args=[--no-such-flag]"])
+    point, outcome = run_only(p, quiet=True)
+    assert outcome.status == "failed" and "open_clip_train exited with 2" in (outcome.error or "")
+    assert read_outcome(run_dir(p.sweep.runs_root, point)) == outcome
+    assert any("--no-such-flag" in line for line in outcome.log_tail)
+
+
+def test_check_shards_accepts_the_generated_world(world: Path) -> None:
+    assert len(check_shards(str(world / "toy" / "toy-4k" / "{00000..00003}.tar"))) == 4
+
+
+def test_diverged_run_ends_as_diverged_not_a_crash(world: Path, tmp_path: Path) -> None:
+    p = tiny_plan(tmp_path, world, tmp_path / "runs", ["train.lr=1e30"])
+    point, outcome = run_only(p, quiet=True)
+    assert outcome.status == "diverged" and "NaN" in (outcome.error or "")
+    assert outcome.metrics == {} and outcome.log_tail
+    # Rerunning a diverged point would diverge again: its outcome stands.
+    log = (run_dir(p.sweep.runs_root, point) / "out.log").read_text()
+    assert run_only(p, quiet=True)[1] == outcome
+    assert (run_dir(p.sweep.runs_root, point) / "out.log").read_text() == log
+
+
+def test_second_stage_needs_its_first(world: Path, tmp_path: Path) -> None:
+    text = TINY + "finetune: {{samples_seen: 256, image_size: 32, lr: 1.0e-4, epochs: 1}}\n"
+    p = tiny_plan(tmp_path, world, tmp_path / "runs", text=text)
+    second = p.points[1].point
+    assert second.parent == p.points[0].point.id
+    with pytest.raises(ClipscaleError, match=r"needs its first stage .* to have succeeded first"):
+        run_point(second, p.sweep.models[second.model], p.sweep.eval, p.sweep.runs_root)
+
+
+def test_scaling_run_cli(world: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(root=world, runs=tmp_path / "runs"))
+    env = {**os.environ, "CLIPSCALE_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "scaling.cli", "run", f"sweep={path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "succeeded, 512 samples seen" in out.stdout and "toy_captions" in out.stdout
+    assert "run directory:" in out.stdout
+    many = subprocess.run([*cmd[:-1], "sweep=toy"], capture_output=True, text=True, env=env, timeout=600)
+    assert many.returncode == 2 and "has 18 points" in many.stderr and len(many.stderr.splitlines()) == 1
+
+
+def test_learning_is_real_more_samples_beat_far_fewer(world: Path, tmp_path: Path) -> None:
+    # The same small model on the same data: 16,384 samples seen against 512.
+    accuracy = {}
+    for samples in (512, 16384):
+        p = tiny_plan(
+            tmp_path,
+            world,
+            tmp_path / "runs",
+            ["model=toy-s", "data=toy-4k", f"samples_seen={samples}", "train.batch_size=64",
+             "train.epochs=null", "train.warmup=5"],
+        )  # fmt: skip
+        _, outcome = run_only(p, quiet=True)
+        assert outcome.status == "succeeded", outcome.error
+        accuracy[samples] = outcome.metrics["toy_shapes"]["acc1"]
+    chance = 1 / len(toyworld.CLASSES)
+    assert accuracy[16384] > accuracy[512] + 0.05
+    assert accuracy[16384] > 3 * chance
