@@ -205,18 +205,18 @@ def run_point(
         error = f"open_clip_train exited with {e.code} (bad extra_args? see console.log)"
     except Exception as e:  # the trainer's failure is the run's outcome, not ours
         error = f"{type(e).__name__}: {e}"
-    return _finish(point, model, evals, directory, device, started, clock, error)
+    return _finish(point, evals, directory, device, started, clock, error, quiet)
 
 
 def _finish(
     point: GridPoint,
-    model: ModelSpec,
     evals: EvalSpec,
     directory: Path,
     device: str,
     started: str,
     clock: float,
     error: str | None,
+    quiet: bool,
 ) -> Outcome:
     log_path = directory / "out.log"
     log = trainlog.parse(log_path.read_text() if log_path.exists() else "")
@@ -234,9 +234,10 @@ def _finish(
             from scaling.evaluate import evaluate
 
             t = point.train
-            metrics = evaluate(
-                point.model, final, evals, device, t.image_size, t.context_length, directory / "features"
-            )
+            with _console_to_file(directory, quiet):
+                metrics = evaluate(
+                    point.model, final, evals, device, t.image_size, t.context_length, directory / "features"
+                )
             status = "succeeded"
         except ClipscaleError:
             raise
@@ -301,11 +302,7 @@ def _trainer_output(directory: Path, quiet: bool) -> Iterator[None]:
     handlers = list(root.handlers)
     # It also sets every logger to INFO, which makes torch chatty at exit: restore them.
     levels = {name: logging.getLogger(name).level for name in [*root.manager.loggerDict, ""]}
-    with contextlib.ExitStack() as stack:
-        if quiet:
-            stream = stack.enter_context(open(directory / "console.log", "a"))
-            stack.enter_context(contextlib.redirect_stdout(stream))
-            stack.enter_context(contextlib.redirect_stderr(stream))
+    with _console_to_file(directory, quiet):
         try:
             yield
         finally:
@@ -316,6 +313,20 @@ def _trainer_output(directory: Path, quiet: bool) -> Iterator[None]:
             for name in root.manager.loggerDict:
                 logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
             root.setLevel(levels[""])
+
+
+@contextlib.contextmanager
+def _console_to_file(directory: Path, quiet: bool) -> Iterator[None]:
+    """If quiet, what the trainer and CLIP_benchmark print goes to console.log."""
+    if not quiet:
+        yield
+        return
+    with (
+        open(directory / "console.log", "a") as stream,
+        contextlib.redirect_stdout(stream),
+        contextlib.redirect_stderr(stream),
+    ):
+        yield
 
 
 class _ProgressHandler(logging.Handler):
