@@ -166,5 +166,85 @@ def run(overrides: tuple[str, ...], config_dir: tuple[str, ...], point_id: str |
         sys.exit(1)
 
 
+_DB = click.option(
+    "--db", default=None, help="Results store URL (default: $CLIPSCALE_DB, else sqlite:///results.db)."
+)
+
+
+@main.command(name="import")
+@click.argument("table", type=click.Path(dir_okay=False))
+@click.option("--family", required=True, help="Name of the family the table's runs join (e.g. paper).")
+@_DB
+@_one_line_errors
+def import_(table: str, family: str, db: str | None) -> None:
+    """Import a published results table (the scaling-laws paper's zeroshot_results.csv format)."""
+    from pathlib import Path
+
+    from scaling.store import connect, import_table
+
+    count = import_table(connect(db), Path(table), family)
+    click.echo(f"{count} runs in family {family}")
+
+
+@main.command()
+@_OVERRIDES
+@_CONFIG_DIR
+@_DB
+@_one_line_errors
+def ingest(overrides: tuple[str, ...], config_dir: tuple[str, ...], db: str | None) -> None:
+    """Record a sweep's points and ingest every finished run's outcome into the store.
+
+    Idempotent: ingesting the same outcomes again changes nothing.
+    """
+    from scaling.plan import plan as make_plan
+    from scaling.store import connect
+    from scaling.sync import sync_sweep
+
+    sweep, rest = split_sweep(overrides)
+    counts = sync_sweep(make_plan(sweep, rest, config_dir), connect(db))
+    click.echo(f"sweep {sweep}: {counts['points']} points, {counts['ingested']} outcomes ingested")
+
+
+@main.command()
+@click.argument("filters", nargs=-1)
+@_DB
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), help="Write to this file (needed for parquet)."
+)
+@_one_line_errors
+def runs(filters: tuple[str, ...], db: str | None, fmt: str, output: str | None) -> None:
+    """Query stored runs: one row per point, a column per dataset/metric.
+
+    FILTERS: family=paper sweep=toy status=succeeded 'model=[ViT-B-32,ViT-L-14]'
+    data=LAION-2B samples_seen>=3B imagenet1k/acc1>0.6 ...
+    """
+    from scaling.store import runs as query
+
+    if fmt == "parquet" and not output:
+        raise ClipscaleError("--format parquet writes a binary file: give it with --output FILE")
+    frame = query(db, *filters)
+    if fmt == "table":
+        from scaling.tables import print_runs
+
+        print_runs(frame)
+        return
+    if fmt == "parquet":
+        frame.to_parquet(output, index=False)
+        return
+    text = frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=2) + "\n"
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
 if __name__ == "__main__":
     main()

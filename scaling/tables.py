@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -103,3 +104,29 @@ def print_outcome(outcome: Outcome, directory: Path, console: Console | None = N
                 table.add_row(name, metric, "" if value is None else f"{value:.4f}")
         console.print(table)
     console.print(f"run directory: {directory}")
+
+
+def print_runs(frame: Any, console: Console | None = None, metric_columns: int = 6) -> None:
+    """Stored runs as a table; wide metric sets are cut, with a hint to export them."""
+    from scaling.store.query import POINT_COLUMNS
+
+    console = console or _console()
+    metrics = [c for c in frame.columns if c not in POINT_COLUMNS]
+    shown = metrics[:metric_columns]
+    table = Table(title=f"{len(frame)} runs")
+    for column in ("id", "family", "model", "data", "samples_seen", "compute_gmacs", "status", *shown):
+        left = column in ("id", "family", "model", "data", "status")
+        table.add_column(column, justify="left" if left else "right", no_wrap=column == "id")
+    for row in frame.to_dict("records"):
+        head = [str(row[c]) for c in ("id", "family", "model", "data")]
+        tail = [format_count(row["samples_seen"]), _number(row["compute_gmacs"]), str(row["status"])]
+        table.add_row(*head, *tail, *(_number(row[c]) for c in shown))
+    if len(metrics) > len(shown):
+        table.caption = f"{len(metrics) - len(shown)} more metric columns: use --format csv, json or parquet"
+    console.print(table)
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return f"{value:.4g}"

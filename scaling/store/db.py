@@ -1,0 +1,163 @@
+"""Open the results store: any SQLAlchemy URL, schema migrated to the newest on open.
+
+SQLite (the default, ``sqlite:///results.db``) runs in WAL mode so readers never block
+the writer, and every transaction starts with ``BEGIN IMMEDIATE`` so that two writers
+queue on the busy timeout instead of failing on a read-to-write lock upgrade; what still
+reports "database is locked" is retried. PostgreSQL needs nothing beyond transactions.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
+
+from scaling.errors import ClipscaleError
+
+DB_ENV = "CLIPSCALE_DB"
+DEFAULT_URL = "sqlite:///results.db"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_MS = 60_000
+T = TypeVar("T")
+
+
+def store_url(explicit: str | None = None) -> str:
+    return explicit or os.environ.get(DB_ENV) or DEFAULT_URL
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def connect(dbapi_connection: Any, _: Any) -> None:
+        # Let SQLAlchemy's "begin" below decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def connect(url: str | None = None, migrate: bool = True) -> Engine:
+    """An engine on the store at ``url`` with its schema at the newest revision."""
+    url = store_url(url)
+    try:
+        parsed = sa.make_url(url)
+    except Exception:
+        raise ClipscaleError(f"not a database URL: {url!r}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ClipscaleError(f"cannot open {shown(url)}: folder {folder} does not exist")
+    try:
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+    except Exception as e:  # e.g. a missing driver
+        raise ClipscaleError(f"cannot open {shown(url)}: {e}") from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_setup(engine)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest revision; refuse foreign or newer databases."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    known = {s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}
+    with _errors(engine):
+        with engine.connect() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            current = _revision(conn) if "alembic_version" in tables else None
+        if current == head:
+            return
+        if current is None and tables:
+            raise ClipscaleError(
+                f"{shown(str(engine.url))} holds tables that are not clipscale's "
+                f"({', '.join(sorted(tables)[:5])}); point --db at another database"
+            )
+        if current is not None and current not in known:
+            raise ClipscaleError(
+                f"{shown(str(engine.url))} was made by a newer clipscale (schema {current}): "
+                "upgrade clipscale"
+            )
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+
+def _revision(conn: Connection) -> str | None:
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+@contextmanager
+def _errors(engine: Engine) -> Iterator[None]:
+    """Database failures that are the user's to fix, as one line."""
+    try:
+        yield
+    except ClipscaleError:
+        raise
+    except OperationalError as e:
+        raise ClipscaleError(f"cannot use {shown(str(engine.url))}: {_reason(e)}") from None
+    except DatabaseError as e:
+        raise ClipscaleError(
+            f"{shown(str(engine.url))} is not a usable clipscale database: {_reason(e)}"
+        ) from None
+
+
+def _reason(e: SQLAlchemyError) -> str:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = 20) -> T:
+    """Run ``work`` in one transaction, retrying while SQLite says it is locked."""
+    for attempt in range(attempts):
+        try:
+            with _errors_but_locks(engine), engine.begin() as conn:
+                return work(conn)
+        except OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise ClipscaleError(f"cannot use {shown(str(engine.url))}: {_reason(e)}") from None
+            time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _errors_but_locks(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as e:
+        if "locked" in str(e):
+            raise
+        raise ClipscaleError(f"cannot use {shown(str(engine.url))}: {_reason(e)}") from None
+    except DatabaseError as e:
+        raise ClipscaleError(
+            f"{shown(str(engine.url))} is not a usable clipscale database: {_reason(e)}"
+        ) from None

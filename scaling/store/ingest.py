@@ -1,0 +1,276 @@
+"""Write into the store: planned points, run outcomes, published tables. All idempotent.
+
+Every write is an upsert keyed by the point id (and attempt key, metric name), so
+ingesting the same outcome twice, or from two processes at once, leaves one row each.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from scaling.errors import ClipscaleError
+from scaling.outcome import POINT_FILE, STATUSES, Outcome, read_outcome
+from scaling.store.db import transaction
+from scaling.store.models import Attempt, Family, FamilyPoint, Metric, Point
+
+METRIC_COLUMNS = (
+    "acc1", "acc5", "mean_per_class_recall", "image_retrieval_recall@5", "text_retrieval_recall@5",
+    "mean_average_precision",
+)  # fmt: skip
+TABLE_COLUMNS = {"arch", "samples_seen", "gmacs", "upstream_dataset", "downstream_dataset", "name"}
+
+
+@dataclass(frozen=True)
+class PointRow:
+    id: str
+    model: str
+    data: str
+    samples_seen: int
+    gmacs_per_sample: float | None
+    status: str
+    source: str
+    config: dict[str, Any]
+
+    def values(self, now: datetime) -> dict[str, Any]:
+        compute = self.gmacs_per_sample * self.samples_seen if self.gmacs_per_sample is not None else None
+        return {
+            "id": self.id, "model": self.model, "data": self.data, "samples_seen": self.samples_seen,
+            "gmacs_per_sample": self.gmacs_per_sample, "compute_gmacs": compute, "status": self.status,
+            "source": self.source, "config": json.dumps(self.config, sort_keys=True), "updated_at": now,
+        }  # fmt: skip
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def upsert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]], keys: Sequence[str],
+           update: Sequence[str] = ()) -> None:  # fmt: skip
+    """INSERT … ON CONFLICT DO UPDATE (or NOTHING) on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:
+        raise ClipscaleError(f"the store supports SQLite and PostgreSQL, not {conn.dialect.name}")
+    stmt = insert(table.__table__)
+    if update:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(stmt, list(rows))
+
+
+def _family(conn: Connection, name: str, kind: str, description: str) -> None:
+    row = {"name": name, "kind": kind, "description": description, "created_at": _now()}
+    upsert(conn, Family, [row], ["name"])
+    existing = conn.execute(sa.select(Family.kind).where(Family.name == name)).scalar_one()
+    if existing != kind:
+        raise ClipscaleError(f"family {name!r} is already a {existing}, not a {kind}")
+
+
+def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_status: bool) -> None:
+    now = _now()
+    columns = ["model", "data", "samples_seen", "gmacs_per_sample", "compute_gmacs", "source", "config",
+               "updated_at"]  # fmt: skip
+    upsert(
+        conn, Point, [p.values(now) for p in points], ["id"], columns if keep_status else [*columns, "status"]
+    )
+    upsert(conn, FamilyPoint, [{"family": family, "point_id": p.id} for p in points], ["family", "point_id"])
+
+
+def record_points(
+    engine: Engine, family: str, points: Sequence[PointRow], kind: str = "sweep", description: str = ""
+) -> None:
+    """Register points of a sweep as planned; a point that already has a status keeps it."""
+
+    def work(conn: Connection) -> None:
+        _family(conn, family, kind, description)
+        _points(conn, family, points, keep_status=True)
+
+    transaction(engine, work)
+
+
+# ---------------------------------------------------------------- run outcomes
+
+
+def _metric_rows(point_id: str, metrics: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(metrics, dict):
+        raise ClipscaleError(f"{where}: metrics must map evaluation sets to metrics")
+    rows = []
+    for dataset, values in metrics.items():
+        if not isinstance(values, dict):
+            raise ClipscaleError(f"{where}: metrics of {dataset!r} must map names to numbers")
+        for metric, value in values.items():
+            rows.append(_metric(point_id, str(dataset), str(metric), value, where))
+    return rows
+
+
+def _metric(point_id: str, dataset: str, metric: str, value: Any, source: str) -> dict[str, Any]:
+    """A metric row; a value that is not a finite number is stored as missing, with why."""
+    row: dict[str, Any] = {
+        "point_id": point_id,
+        "dataset": dataset,
+        "metric": metric,
+        "value": None,
+        "reason": None,
+    }
+    if value is None:
+        row["reason"] = f"missing in {source}"
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ClipscaleError(f"{source}: {dataset}/{metric} is not a number ({value!r})")
+    elif not math.isfinite(value):
+        row["reason"] = f"{value} in {source}"
+    else:
+        row["value"] = float(value)
+    return row
+
+
+def outcome_rows(
+    run_dir: Path, gmacs_per_sample: float | None
+) -> tuple[PointRow, dict[str, Any], list[dict[str, Any]]]:
+    """The point, attempt and metric rows of one finished run directory."""
+    outcome = read_outcome(run_dir)
+    if outcome is None:
+        raise ClipscaleError(f"{run_dir} has no outcome.json")
+    where = str(run_dir / "outcome.json")
+    if outcome.status not in STATUSES:
+        raise ClipscaleError(f"{where}: unknown status {outcome.status!r}")
+    try:
+        config = json.loads((run_dir / POINT_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ClipscaleError(f"{run_dir / POINT_FILE} is not readable: {e}") from None
+    if config.get("id") != outcome.id:
+        raise ClipscaleError(f"{where} belongs to {outcome.id!r}, but point.json to {config.get('id')!r}")
+    samples = outcome.samples_seen or outcome.samples_seen_planned
+    point = PointRow(outcome.id, config["model"], config["data"], samples, gmacs_per_sample, outcome.status,
+                     "run", config)  # fmt: skip
+    return point, _attempt(run_dir, outcome), _metric_rows(outcome.id, outcome.metrics, where)
+
+
+def _attempt(run_dir: Path, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "point_id": outcome.id, "key": f"local:{outcome.started_at}", "launcher": "local", "job_id": None,
+        "array_index": None, "state": outcome.status, "node": outcome.host or None,
+        "started_at": _time(outcome.started_at), "ended_at": _time(outcome.finished_at),
+        "exit_reason": outcome.error, "log_path": str(run_dir / "out.log"),
+    }  # fmt: skip
+
+
+def _time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text).astimezone(timezone.utc).replace(tzinfo=None) if text else None
+    except ValueError:
+        return None
+
+
+def ingest_run(engine: Engine, run_dir: Path, family: str, gmacs_per_sample: float | None = None) -> str:
+    """Store one run's outcome under ``family`` (a sweep); returns the point id."""
+    point, attempt, metrics = outcome_rows(run_dir, gmacs_per_sample)
+
+    def work(conn: Connection) -> None:
+        _family(conn, family, "sweep", "")
+        _points(conn, family, [point], keep_status=False)
+        update = ["state", "node", "started_at", "ended_at", "exit_reason", "log_path"]
+        upsert(conn, Attempt, [attempt], ["point_id", "key"], update)
+        # The newest outcome's metrics replace the point's old ones as a whole.
+        conn.execute(sa.delete(Metric).where(Metric.point_id == point.id))
+        upsert(conn, Metric, metrics, ["point_id", "dataset", "metric"], ["value", "reason"])
+
+    transaction(engine, work)
+    return point.id
+
+
+# ---------------------------------------------------------------- published tables
+
+
+def read_table(path: Path) -> tuple[list[PointRow], list[dict[str, Any]]]:
+    """Points and metrics of a table in the scaling-laws paper's ``zeroshot_results.csv`` format."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = TABLE_COLUMNS - set(reader.fieldnames or ())
+            if missing:
+                raise ClipscaleError(
+                    f"{path} is not a results table in the scaling-laws format: "
+                    f"no column {', '.join(sorted(missing))}"
+                )
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ClipscaleError(f"cannot read {path}: {e}") from None
+    points: dict[str, PointRow] = {}
+    metrics: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for n, row in enumerate(rows, start=2):
+        where = f"{path}:{n}"
+        point = _table_point(row, where)
+        points.setdefault(point.id, point)
+        for column in METRIC_COLUMNS:
+            text = (row.get(column) or "").strip()
+            if text:
+                value = _number(text, column, where)
+                metrics[(point.id, row["downstream_dataset"], column)] = _metric(
+                    point.id, row["downstream_dataset"], column, value, where
+                )
+    if not points:
+        raise ClipscaleError(f"{path} holds no runs")
+    return list(points.values()), list(metrics.values())
+
+
+def _number(text: str, column: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ClipscaleError(f"{where}: {column} is not a number ({text!r})") from None
+
+
+def _table_point(row: dict[str, str], where: str) -> PointRow:
+    samples = _number(row["samples_seen"], "samples_seen", where)
+    gmacs = _number(row["gmacs"], "gmacs", where)
+    if not (samples > 0 and gmacs > 0):
+        raise ClipscaleError(f"{where}: samples_seen and gmacs must be positive")
+    key = {k: row[k] for k in ("name", "arch", "samples_seen", "upstream_dataset")}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    label = f"{row['arch']}_{row['upstream_dataset']}_{row.get('samples_seen_pretty') or int(samples)}"
+    config = {"name": row["name"], "arch": row["arch"], "upstream_dataset": row["upstream_dataset"],
+              "samples_seen_pretty": row.get("samples_seen_pretty", "")}  # fmt: skip
+    return PointRow(f"{label}_{digest}", row["arch"], row["upstream_dataset"], int(samples), gmacs,
+                    "succeeded", "import", config)  # fmt: skip
+
+
+def import_table(engine: Engine, path: Path, family: str, description: str = "") -> int:
+    """Import a published table as family ``family``; returns the number of runs."""
+    points, metrics = read_table(path)
+
+    def work(conn: Connection) -> None:
+        _family(conn, family, "import", description or f"imported from {path.name}")
+        _points(conn, family, points, keep_status=False)
+        upsert(conn, Metric, metrics, ["point_id", "dataset", "metric"], ["value", "reason"])
+
+    transaction(engine, work)
+    return len(points)
+
+
+def chunks(rows: Iterable[dict[str, Any]], size: int = 10_000) -> Iterable[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,76 @@
+"""The results store's tables, as typed SQLAlchemy 2 ORM models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Family(Base):
+    """A named set of points: a sweep, or a published table imported for comparison."""
+
+    __tablename__ = "families"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "sweep" or "import"
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+
+class Point(Base):
+    """A grid point (or an imported run): what was trained and its compute."""
+
+    __tablename__ = "points"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    data: Mapped[str] = mapped_column(String(200), index=True)
+    samples_seen: Mapped[int] = mapped_column(BigInteger, index=True)
+    gmacs_per_sample: Mapped[float | None] = mapped_column(Float)
+    compute_gmacs: Mapped[float | None] = mapped_column(Float, index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # planned, succeeded, failed, ...
+    source: Mapped[str] = mapped_column(String(20))  # "run" or "import"
+    config: Mapped[str] = mapped_column(Text, default="{}")  # the resolved point, as JSON
+    updated_at: Mapped[datetime]
+
+
+class FamilyPoint(Base):
+    __tablename__ = "family_points"
+    family: Mapped[str] = mapped_column(ForeignKey("families.name", ondelete="CASCADE"), primary_key=True)
+    point_id: Mapped[str] = mapped_column(ForeignKey("points.id", ondelete="CASCADE"), primary_key=True)
+    __table_args__ = (Index("ix_family_points_point", "point_id"),)
+
+
+class Attempt(Base):
+    """One try at running a point: a local process or a Slurm job (array task)."""
+
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    point_id: Mapped[str] = mapped_column(ForeignKey("points.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(200))  # job id, or "local:<start time>"
+    launcher: Mapped[str] = mapped_column(String(20))
+    job_id: Mapped[str | None] = mapped_column(String(100))
+    array_index: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(30))
+    node: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    exit_reason: Mapped[str | None] = mapped_column(Text)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (UniqueConstraint("point_id", "key", name="uq_attempts_point_key"),)
+
+
+class Metric(Base):
+    """One number of one evaluation of a point; NULL with a reason when it was not finite."""
+
+    __tablename__ = "metrics"
+    point_id: Mapped[str] = mapped_column(ForeignKey("points.id", ondelete="CASCADE"), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(200), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (Index("ix_metrics_dataset_metric_value", "dataset", "metric", "value"),)

@@ -1,0 +1,164 @@
+"""Read from the store: one row per point with a ``<dataset>/<metric>`` column per metric.
+
+Filters become bound parameters of one SELECT; nothing the user types is pasted into SQL.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from scaling.errors import ClipscaleError
+from scaling.store.db import transaction
+from scaling.store.models import Family, FamilyPoint, Metric, Point
+from scaling.units import parse_count
+
+POINT_COLUMNS = (
+    "id",
+    "family",
+    "model",
+    "data",
+    "samples_seen",
+    "gmacs_per_sample",
+    "compute_gmacs",
+    "status",
+)
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
+_FILTER = re.compile(r"^(?P<key>[^<>=!]+?)(?P<op>>=|<=|>|<|=)(?P<value>.*)$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    op: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What `scaling runs` narrows to; metric conditions use ``dataset/metric`` keys."""
+
+    conditions: tuple[Condition, ...] = field(default_factory=tuple)
+
+
+def parse_filters(args: Sequence[str]) -> Filters:
+    """``family=paper``, ``'model=[ViT-B-32,ViT-L-14]'``, ``samples_seen>=3B``,
+    ``imagenet1k/acc1>0.6`` … into conditions."""
+    conditions = []
+    for arg in args:
+        m = _FILTER.match(arg)
+        if not m or not m["key"].strip():
+            raise ClipscaleError(
+                f"cannot read filter {arg!r}: use key=value, key>=value or dataset/metric>value"
+            )
+        key, op, raw = m["key"].strip(), m["op"], m["value"].strip()
+        values = (
+            tuple(v.strip() for v in raw[1:-1].split(","))
+            if raw.startswith("[") and raw.endswith("]")
+            else (raw,)
+        )
+        if key not in (*_TEXT, *_NUMERIC) and "/" not in key:
+            valid = ", ".join((*_TEXT, *_NUMERIC))
+            raise ClipscaleError(f"unknown filter {key!r} (valid: {valid}, or dataset/metric)")
+        if op != "=" and (key in _TEXT or len(values) != 1):
+            raise ClipscaleError(f"filter {arg!r}: {op} needs one number")
+        conditions.append(Condition(key, op, values))
+    return Filters(tuple(conditions))
+
+
+_TEXT = {"family": FamilyPoint.family, "sweep": FamilyPoint.family, "model": Point.model, "data": Point.data,
+         "status": Point.status, "id": Point.id}  # fmt: skip
+_NUMERIC = {"samples_seen": Point.samples_seen, "compute_gmacs": Point.compute_gmacs,
+            "gmacs_per_sample": Point.gmacs_per_sample}  # fmt: skip
+
+
+def _number(key: str, text: str) -> float:
+    if key == "samples_seen":
+        return parse_count(text, "samples_seen")
+    try:
+        return float(text)
+    except ValueError:
+        raise ClipscaleError(f"filter {key}: {text!r} is not a number") from None
+
+
+def _where(filters: Filters) -> list[Any]:
+    clauses: list[Any] = []
+    for c in filters.conditions:
+        if c.key in _TEXT:
+            clauses.append(_TEXT[c.key].in_(c.values))
+            if c.key == "sweep":
+                clauses.append(FamilyPoint.family.in_(sa.select(Family.name).where(Family.kind == "sweep")))
+        elif c.key in _NUMERIC:
+            column = _NUMERIC[c.key]
+            if c.op == "=":
+                clauses.append(column.in_([_number(c.key, v) for v in c.values]))
+            else:
+                clauses.append(_OPS[c.op](column, _number(c.key, c.values[0])))
+        else:
+            dataset, _, metric = c.key.partition("/")
+            value = (
+                Metric.value.in_([_number(c.key, v) for v in c.values])
+                if c.op == "="
+                else _OPS[c.op](Metric.value, _number(c.key, c.values[0]))
+            )
+            clauses.append(
+                sa.exists().where(
+                    Metric.point_id == Point.id, Metric.dataset == dataset, Metric.metric == metric, value
+                )
+            )
+    return clauses
+
+
+def fetch(
+    engine: Engine, filters: Filters = Filters()
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, str, Any]]]:
+    """Point rows (one per point and family) and their metrics, for the filters."""
+    columns = [FamilyPoint.family, *(getattr(Point, c) for c in POINT_COLUMNS if c != "family")]
+    points = (
+        sa.select(*columns)
+        .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
+        .where(*_where(filters))
+        .order_by(FamilyPoint.family, Point.compute_gmacs, Point.id)
+    )
+
+    def work(conn: sa.Connection) -> tuple[list[dict[str, Any]], list[tuple[str, str, str, Any]]]:
+        rows = [dict(r._mapping) for r in conn.execute(points)]
+        ids = sorted({r["id"] for r in rows})
+        metrics: list[tuple[str, str, str, Any]] = []
+        # Bound IN lists in slices keep every backend within its parameter limit.
+        for i in range(0, len(ids), 5000):
+            chunk = ids[i : i + 5000]
+            q = sa.select(Metric.point_id, Metric.dataset, Metric.metric, Metric.value).where(
+                Metric.point_id.in_(chunk)
+            )
+            metrics.extend((r[0], r[1], r[2], r[3]) for r in conn.execute(q))
+        return rows, metrics
+
+    return transaction(engine, work)
+
+
+def runs(url: str | None = None, *filters: str, engine: Engine | None = None) -> Any:
+    """A pandas DataFrame: one row per point (and family), metric columns ``dataset/metric``.
+
+    ``scaling.store.runs(None, "family=paper", "imagenet1k/acc1>0.6")`` reads results.db.
+    """
+    import pandas as pd
+
+    from scaling.store.db import connect
+
+    engine = engine or connect(url)
+    rows, metrics = fetch(engine, parse_filters(filters))
+    frame = pd.DataFrame(rows, columns=list(POINT_COLUMNS))
+    if metrics:
+        values = pd.DataFrame(metrics, columns=["id", "dataset", "metric", "value"])
+        values["column"] = values["dataset"] + "/" + values["metric"]
+        wide = values.pivot_table(index="id", columns="column", values="value", aggfunc="first", dropna=False)
+        wide = wide.reindex(columns=sorted(wide.columns))
+        frame = frame.merge(wide, how="left", left_on="id", right_index=True)
+    return frame.reset_index(drop=True)

@@ -1,0 +1,44 @@
+"""Bring the store up to date with a sweep: its planned points, and every finished run.
+
+The controller's side of the hand-over: compute nodes only write ``outcome.json`` files
+(they never open the database), and this reads them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sqlalchemy.engine import Engine
+
+from scaling.outcome import OUTCOME_FILE
+from scaling.plan import Plan
+from scaling.store import PointRow, ingest_run, record_points
+from scaling.train import run_dir
+
+
+def planned_rows(plan: Plan) -> list[PointRow]:
+    return [
+        PointRow(
+            id=p.point.id,
+            model=p.point.model,
+            data=p.point.data,
+            samples_seen=p.point.samples_seen,
+            gmacs_per_sample=p.macs.total,
+            status="planned",
+            source="run",
+            config=asdict(p.point),
+        )
+        for p in plan.points
+    ]
+
+
+def sync_sweep(plan: Plan, engine: Engine) -> dict[str, int]:
+    """Record the sweep's points, then ingest each run directory that has an outcome."""
+    record_points(engine, plan.sweep.name, planned_rows(plan), description=plan.sweep.description)
+    ingested = 0
+    for p in plan.points:
+        directory = run_dir(plan.sweep.runs_root, p.point)
+        if (directory / OUTCOME_FILE).is_file():
+            ingest_run(engine, directory, plan.sweep.name, p.macs.total)
+            ingested += 1
+    return {"points": len(plan.points), "ingested": ingested}
