@@ -256,8 +256,8 @@ def test_missing_folder_and_bad_url() -> None:
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    command = [sys.executable, "-m", "scaling.cli", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_import_then_runs_as_csv_acceptance(tmp_path: Path, shared: Path) -> None:
