@@ -307,3 +307,22 @@ def test_store_commands_fail_in_one_line(tmp_path: Path, args: list[str], messag
     out = cli(args, tmp_path)
     assert out.returncode == 2 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr, out.stderr
+
+
+def test_bulk_metric_ingest_upserts(url: str, tmp_path: Path) -> None:
+    from scaling.store import ingest_metrics
+
+    engine = connect(url)
+    ingest_run(engine, make_run(tmp_path / "runs", 5), "toy")
+    point = "toy-m_toy-4k_5k_000000000005"
+    rows = [
+        {"point_id": point, "dataset": "bulk", "metric": f"m{i}", "value": i / 10, "reason": None}
+        for i in range(3)
+    ]
+    assert ingest_metrics(engine, rows) == 3
+    rows[0]["value"] = None
+    rows[0]["reason"] = "recomputed"
+    assert ingest_metrics(engine, rows) == 3
+    assert counts(url)["metrics"] == 2 + 3
+    frame = runs(url, "id=" + point, engine=engine)
+    assert frame["bulk/m2"].iloc[0] == 0.2 and frame["bulk/m0"].isna().all()

@@ -5,13 +5,14 @@ DataFrame), ``ingest_run``, ``record_points`` and ``import_table``.
 """
 
 from scaling.store.db import connect, store_url
-from scaling.store.ingest import PointRow, import_table, ingest_run, record_points
+from scaling.store.ingest import PointRow, import_table, ingest_metrics, ingest_run, record_points
 from scaling.store.query import parse_filters, runs
 
 __all__ = [
     "PointRow",
     "connect",
     "import_table",
+    "ingest_metrics",
     "ingest_run",
     "parse_filters",
     "record_points",

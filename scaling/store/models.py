@@ -73,4 +73,8 @@ class Metric(Base):
     metric: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text)
-    __table_args__ = (Index("ix_metrics_dataset_metric_value", "dataset", "metric", "value"),)
+    # Rows are found by their key, so SQLite stores them in it (no separate rowid b-tree).
+    __table_args__ = (
+        Index("ix_metrics_dataset_metric_value", "dataset", "metric", "value"),
+        {"sqlite_with_rowid": False},
+    )

@@ -107,11 +107,11 @@ def _where(filters: Filters) -> list[Any]:
                 if c.op == "="
                 else _OPS[c.op](Metric.value, _number(c.key, c.values[0]))
             )
-            clauses.append(
-                sa.exists().where(
-                    Metric.point_id == Point.id, Metric.dataset == dataset, Metric.metric == metric, value
-                )
+            # IN over the (dataset, metric, value) index: a range scan, not a probe per point.
+            matching = sa.select(Metric.point_id).where(
+                Metric.dataset == dataset, Metric.metric == metric, value
             )
+            clauses.append(Point.id.in_(matching))
     return clauses
 
 

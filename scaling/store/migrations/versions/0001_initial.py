@@ -68,6 +68,8 @@ def upgrade() -> None:
         sa.Column("metric", sa.String(200), primary_key=True),
         sa.Column("value", sa.Float),
         sa.Column("reason", sa.Text),
+        # Rows are found by their key: SQLite keeps them in it, with no rowid b-tree.
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_metrics_dataset_metric_value", "metrics", ["dataset", "metric", "value"])
 
