@@ -35,6 +35,7 @@ test: lint typecheck
 
 bench: setup
 	$(BIN)/python bench/cost_calibration.py
+	$(BIN)/python bench/store_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
