@@ -190,18 +190,37 @@ def import_(table: str, family: str, db: str | None) -> None:
 @_OVERRIDES
 @_CONFIG_DIR
 @_DB
+@click.option(
+    "--tracking-uri", default=None,
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+)  # fmt: skip
+@click.option("--no-tracking", is_flag=True, help="Do not log runs to MLflow.")
 @_one_line_errors
-def ingest(overrides: tuple[str, ...], config_dir: tuple[str, ...], db: str | None) -> None:
+def ingest(
+    overrides: tuple[str, ...], config_dir: tuple[str, ...], db: str | None, tracking_uri: str | None,
+    no_tracking: bool,
+) -> None:  # fmt: skip
     """Record a sweep's points and ingest every finished run's outcome into the store.
 
+    Each ingested run is also logged to MLflow, under one parent run for the sweep.
     Idempotent: ingesting the same outcomes again changes nothing.
     """
+    from functools import partial
+
     from scaling.plan import plan as make_plan
     from scaling.store import connect
     from scaling.sync import sync_sweep
 
     sweep, rest = split_sweep(overrides)
-    counts = sync_sweep(make_plan(sweep, rest, config_dir), connect(db))
+    planned = make_plan(sweep, rest, config_dir)
+    track = None
+    if not no_tracking:
+        from scaling import tracking
+
+        uri = tracking.tracking_uri(tracking_uri)
+        tracking.sweep_run(planned.sweep.name, uri, planned.sweep.description)
+        track = partial(tracking.log_run, uri=uri, sweep=planned.sweep.name)
+    counts = sync_sweep(planned, connect(db), track)
     click.echo(f"sweep {sweep}: {counts['points']} points, {counts['ingested']} outcomes ingested")
 
 

@@ -6,7 +6,9 @@ The controller's side of the hand-over: compute nodes only write ``outcome.json`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
@@ -32,13 +34,16 @@ def planned_rows(plan: Plan) -> list[PointRow]:
     ]
 
 
-def sync_sweep(plan: Plan, engine: Engine) -> dict[str, int]:
-    """Record the sweep's points, then ingest each run directory that has an outcome."""
+def sync_sweep(plan: Plan, engine: Engine, track: Callable[[Path], object] | None = None) -> dict[str, int]:
+    """Record the sweep's points, then ingest each run directory that has an outcome
+    (and hand it to ``track``, e.g. MLflow logging, once it is stored)."""
     record_points(engine, plan.sweep.name, planned_rows(plan), description=plan.sweep.description)
     ingested = 0
     for p in plan.points:
         directory = run_dir(plan.sweep.runs_root, p.point)
         if (directory / OUTCOME_FILE).is_file():
             ingest_run(engine, directory, plan.sweep.name, p.macs.total)
+            if track is not None:
+                track(directory)
             ingested += 1
     return {"points": len(plan.points), "ingested": ingested}
