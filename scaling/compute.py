@@ -9,11 +9,11 @@ imports no torch once the cache holds the sweep's models.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import statistics
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +22,7 @@ from typing import Any
 
 from scaling.config import GpuSpec, ModelSpec, TrainSettings, canonical_json
 from scaling.errors import ClipscaleError
+from scaling.files import write_atomic
 
 CACHE_ENV = "CLIPSCALE_CACHE_DIR"
 COUNTER_VERSION = 1  # bump when the counting method changes, to invalidate caches
@@ -189,14 +190,9 @@ class MacsCache:
         self.entries[key] = {"image": macs.image, "text": macs.text}
 
     def save(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".macs-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.entries, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # an unwritable cache only costs a recount next time
+        # An unwritable cache only costs a recount next time.
+        with contextlib.suppress(OSError):
+            write_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
 
 
 Arch = tuple[ModelSpec, int | None, int | None, float | None]

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scaling.files import write_atomic
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 180, 60),
@@ -166,14 +168,6 @@ def _write_tar(path: Path, members: Iterator[tuple[str, bytes]]) -> None:
         raise
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_training_set(root: Path, num_samples: int, seed: int = 0, image_size: int = 32) -> Path:
     """``num_samples`` pairs as img2dataset-style shards of 1,000 under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -183,7 +177,7 @@ def write_training_set(root: Path, num_samples: int, seed: int = 0, image_size: 
         name = f"{shard:05d}.tar"
         _write_tar(root / name, _training_members(seed, indices, image_size))
         sizes[name] = len(indices)
-    _write_text(root / "sizes.json", json.dumps(sizes, indent=1) + "\n")
+    write_atomic(root / "sizes.json", json.dumps(sizes, indent=1) + "\n")
     return root
 
 
@@ -203,7 +197,7 @@ def _write_split(root: Path, split: str, samples: list[Sample], retrieval: bool)
     chunks = [samples[i : i + SHARD_SIZE] for i in range(0, len(samples), SHARD_SIZE)]
     for n, chunk in enumerate(chunks):
         _write_tar(directory / f"{n}.tar", _eval_members(chunk, retrieval))
-    _write_text(directory / "nshards.txt", f"{len(chunks)}\n")
+    write_atomic(directory / "nshards.txt", f"{len(chunks)}\n")
 
 
 def _eval_members(samples: list[Sample], retrieval: bool) -> Iterator[tuple[str, bytes]]:
@@ -223,9 +217,9 @@ def write_classification_set(
 ) -> Path:
     """A zero-shot classification set (and a linear-probe train split if ``train``)."""
     root.mkdir(parents=True, exist_ok=True)
-    _write_text(root / "classnames.txt", "\n".join(CLASSES) + "\n")
-    _write_text(root / "zeroshot_classification_templates.txt", "\n".join(ZEROSHOT_TEMPLATES) + "\n")
-    _write_text(root / "dataset_type.txt", "classification\n")
+    write_atomic(root / "classnames.txt", "\n".join(CLASSES) + "\n")
+    write_atomic(root / "zeroshot_classification_templates.txt", "\n".join(ZEROSHOT_TEMPLATES) + "\n")
+    write_atomic(root / "dataset_type.txt", "classification\n")
     _write_split(root, "test", [_sample(seed, stream, i, image_size, shifted) for i in range(test)], False)
     if train:
         base = STREAM_CLS_TRAIN
@@ -236,7 +230,7 @@ def write_classification_set(
 def write_retrieval_set(root: Path, size: int, seed: int = 0, image_size: int = 32) -> Path:
     """An image-caption retrieval set: one caption per image, several templates."""
     root.mkdir(parents=True, exist_ok=True)
-    _write_text(root / "dataset_type.txt", "retrieval\n")
+    write_atomic(root / "dataset_type.txt", "retrieval\n")
     samples = [_sample(seed, STREAM_RETRIEVAL, i, image_size) for i in range(size)]
     _write_split(root, "test", samples, True)
     return root
@@ -289,4 +283,4 @@ def _is_complete(directory: Path, spec: dict[str, int]) -> bool:
 
 
 def _mark(directory: Path, spec: dict[str, int]) -> None:
-    _write_text(directory / _MARK, json.dumps(spec, sort_keys=True) + "\n")
+    write_atomic(directory / _MARK, json.dumps(spec, sort_keys=True) + "\n")

@@ -25,8 +25,9 @@ from pathlib import Path
 from scaling import trainlog
 from scaling.config import EvalSpec, ModelSpec
 from scaling.errors import ClipscaleError
+from scaling.files import write_atomic
 from scaling.grid import GridPoint
-from scaling.outcome import POINT_FILE, Outcome, read_outcome, write_atomic, write_outcome
+from scaling.outcome import POINT_FILE, Outcome, read_outcome, write_outcome
 
 Progress = Callable[[int, int, int], None]  # (epoch, samples in epoch, samples per epoch)
 LOG_TAIL = 40
