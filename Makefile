@@ -16,12 +16,15 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job on the embedded default. For now: plan the toy and paper grids, generate
-# the toy world and train + evaluate one toy point for real on the CPU.
+# the toy world, train + evaluate one toy point for real on the CPU, store it (results.db,
+# mlflow.db) and query it back.
 demo: setup
 	$(BIN)/scaling plan sweep=toy
 	$(BIN)/scaling plan sweep=paper gpu=a100
 	$(BIN)/scaling toyworld
 	$(BIN)/scaling run sweep=toy model=toy-m data=toy-64k samples_seen=16k
+	$(BIN)/scaling ingest sweep=toy
+	$(BIN)/scaling runs sweep=toy status=succeeded
 
 lint: setup
 	$(BIN)/ruff check scaling tests bench
