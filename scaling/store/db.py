@@ -90,8 +90,9 @@ def upgrade(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    known = {s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}
+    scripts = ScriptDirectory.from_config(config)
+    head = scripts.get_current_head()
+    known = {s.revision for s in scripts.walk_revisions()}
     with _errors(engine):
         with engine.connect() as conn:
             tables = set(sa.inspect(conn).get_table_names())
@@ -118,13 +119,16 @@ def _revision(conn: Connection) -> str | None:
 
 
 @contextmanager
-def _errors(engine: Engine) -> Iterator[None]:
-    """Database failures that are the user's to fix, as one line."""
+def _errors(engine: Engine, retry_locks: bool = False) -> Iterator[None]:
+    """Database failures that are the user's to fix, as one line; with ``retry_locks``,
+    SQLite's "database is locked" passes through for the caller to retry."""
     try:
         yield
     except ClipscaleError:
         raise
     except OperationalError as e:
+        if retry_locks and "locked" in str(e):
+            raise
         raise ClipscaleError(f"cannot use {shown(str(engine.url))}: {_reason(e)}") from None
     except DatabaseError as e:
         raise ClipscaleError(
@@ -141,24 +145,8 @@ def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int =
     """Run ``work`` in one transaction, retrying while SQLite says it is locked."""
     for attempt in range(attempts):
         try:
-            with _errors_but_locks(engine), engine.begin() as conn:
+            with _errors(engine, retry_locks=attempt < attempts - 1), engine.begin() as conn:
                 return work(conn)
-        except OperationalError as e:
-            if "locked" not in str(e) or attempt == attempts - 1:
-                raise ClipscaleError(f"cannot use {shown(str(engine.url))}: {_reason(e)}") from None
+        except OperationalError:  # locked, and attempts remain
             time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-@contextmanager
-def _errors_but_locks(engine: Engine) -> Iterator[None]:
-    try:
-        yield
-    except OperationalError as e:
-        if "locked" in str(e):
-            raise
-        raise ClipscaleError(f"cannot use {shown(str(engine.url))}: {_reason(e)}") from None
-    except DatabaseError as e:
-        raise ClipscaleError(
-            f"{shown(str(engine.url))} is not a usable clipscale database: {_reason(e)}"
-        ) from None
