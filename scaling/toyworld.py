@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scaling.files import write_atomic
+from scaling.files import atomic_file, write_atomic
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -156,16 +154,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def _write_tar(path: Path, members: Iterator[tuple[str, bytes]]) -> None:
     """Write a tar atomically: readers never see a half-written shard."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in members:
-                _add(tar, name, data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            _add(tar, name, data)
 
 
 def write_training_set(root: Path, num_samples: int, seed: int = 0, image_size: int = 32) -> Path:
