@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -392,10 +392,12 @@ def coerce_train_value(name: str, value: Any, where: str) -> Any:
     raise ClipscaleError(f"{where}: unknown training setting {name!r} (valid: {', '.join(TRAIN_FIELDS)})")
 
 
-def merge_train(base: TrainSettings, updates: Mapping[str, Any], where: str) -> TrainSettings:
-    """``base`` with ``updates`` applied, each checked and typed."""
-    _check_keys(updates, TRAIN_FIELDS, where)
-    return replace(base, **{k: coerce_train_value(k, v, where) for k, v in updates.items()})
+def _train_values(raw: Any, where: str) -> dict[str, Any]:
+    """A mapping of training settings, each checked and typed."""
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: must be a mapping of training settings")
+    _check_keys(raw, TRAIN_FIELDS, where)
+    return {k: coerce_train_value(k, v, where) for k, v in raw.items()}
 
 
 def coerce_axis_value(key: str, value: Any, where: str) -> Any:
@@ -417,13 +419,10 @@ def _coords(raw: Any, where: str) -> dict[str, tuple[Any, ...]]:
 
 
 def _default_train(raw: Any, where: str) -> TrainSettings:
-    if not isinstance(raw, dict):
-        raise ClipscaleError(f"{where}: train must be a mapping of training settings")
-    _check_keys(raw, TRAIN_FIELDS, where)
+    typed = _train_values(raw, where)
     for required in ("lr", "warmup", "batch_size", "gpus"):
-        if raw.get(required) is None:
+        if typed.get(required) is None:
             raise ClipscaleError(f"{where}: train.{required} must be set")
-    typed = {k: coerce_train_value(k, v, where) for k, v in raw.items()}
     return TrainSettings(**typed)
 
 
@@ -525,11 +524,7 @@ def _rule(raw: Any, where: str) -> Rule:
         raise ClipscaleError(f"{where}: each entry needs 'match' and 'train'")
     _check_keys(raw, {"match", "train"}, where)
     match = _coords(raw.get("match"), f"{where}: match")
-    train = raw.get("train") or {}
-    if not isinstance(train, dict):
-        raise ClipscaleError(f"{where}: train must be a mapping of training settings")
-    _check_keys(train, TRAIN_FIELDS, f"{where}: train")
-    return Rule(match, {k: coerce_train_value(k, v, f"{where}: train") for k, v in train.items()})
+    return Rule(match, _train_values(raw.get("train") or {}, f"{where}: train"))
 
 
 def _finetune(raw: Any, where: str) -> Mapping[str, Any] | None:
