@@ -19,7 +19,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from scaling.errors import ClipscaleError
+from scaling.errors import ClipscaleError, first_line
 from scaling.units import parse_count
 
 CONFIG_PATH_ENV = "CLIPSCALE_CONFIG_PATH"
@@ -262,18 +262,13 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except (YAMLError, OmegaConfBaseException) as e:
-        raise ClipscaleError(f"malformed YAML in {path}: {_first_line(e)}") from None
+        raise ClipscaleError(f"malformed YAML in {path}: {first_line(e)}") from None
     if not isinstance(loaded, dict):
         raise ClipscaleError(f"{path} must hold a mapping of keys to values")
     return {str(k): v for k, v in loaded.items()}
 
 
 # ---------------------------------------------------------------- composing a sweep
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0].strip() if text else type(e).__name__
 
 
 def compose_sweep(path: Path, overrides: Sequence[str], conf_dirs: Sequence[Path]) -> dict[str, Any]:
@@ -294,11 +289,11 @@ def compose_sweep(path: Path, overrides: Sequence[str], conf_dirs: Sequence[Path
         if len(missing) == 2 and e.options is not None:
             group, option = missing
             raise ClipscaleError(f"unknown {group} {option!r} (valid: {', '.join(e.options)})") from None
-        raise ClipscaleError(f"in sweep {path.stem}: {_first_line(e)}") from None
+        raise ClipscaleError(f"in sweep {path.stem}: {first_line(e)}") from None
     except OverrideParseException as e:
-        raise ClipscaleError(f"malformed override: {_first_line(e)}") from None
+        raise ClipscaleError(f"malformed override: {first_line(e)}") from None
     except YAMLError as e:
-        raise ClipscaleError(f"malformed YAML in sweep {path.stem}: {_first_line(e)}") from None
+        raise ClipscaleError(f"malformed YAML in sweep {path.stem}: {first_line(e)}") from None
     except (HydraException, OmegaConfBaseException) as e:
         cause = e.__cause__ if isinstance(e.__cause__, YAMLError) else e
         raise ClipscaleError(f"in sweep {path.stem}: {' '.join(str(cause).split())}") from None

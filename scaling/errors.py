@@ -1,5 +1,24 @@
-"""The one exception type that reaches users as a single line."""
+"""The one exception type that reaches users as a single line, and what builds that line."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
 
 
 class ClipscaleError(Exception):
     """Bad input or an unusable environment; the CLI prints it as one line and exits 2."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error: for a database error, its driver's own message."""
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__
+
+
+def redact(url: str) -> str:
+    """A URL with its password replaced by ***: messages and logs must not carry it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

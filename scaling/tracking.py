@@ -19,9 +19,9 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
-from scaling.errors import ClipscaleError
+from scaling.errors import ClipscaleError, first_line, redact
 from scaling.outcome import OUTCOME_FILE, POINT_FILE, Outcome, read_outcome
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _tracking(uri: str) -> Iterator[tuple[MlflowClient, str]]:
     try:
         yield MlflowClient(tracking_uri=uri), uri
     except (MlflowException, sqlalchemy.exc.SQLAlchemyError, OSError) as e:
-        raise ClipscaleError(f"MLflow tracking at {_redact(uri)} failed: {_one_line(e)}") from None
+        raise ClipscaleError(f"MLflow tracking at {redact(uri)} failed: {_one_line(e)}") from None
     finally:
         logger.setLevel(level)
 
@@ -208,18 +208,8 @@ def _check_sqlite(uri: str) -> None:
         raise ClipscaleError(f"MLflow tracking database {path} cannot be used: {e}") from None
 
 
-def _redact(uri: str) -> str:
-    # A database URI may carry a password; messages and logs must not.
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    line = lines[0].strip()
+    line = first_line(error)
     return line if len(line) <= 300 else line[:297] + "..."
 
 

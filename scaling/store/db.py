@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
-from scaling.errors import ClipscaleError
+from scaling.errors import ClipscaleError, first_line, redact
 
 DB_ENV = "CLIPSCALE_DB"
 DEFAULT_URL = "sqlite:///results.db"
@@ -32,14 +32,6 @@ T = TypeVar("T")
 
 def store_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get(DB_ENV) or DEFAULT_URL
-
-
-def shown(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -70,11 +62,11 @@ def connect(url: str | None = None, migrate: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).expanduser().resolve().parent
         if not folder.is_dir():
-            raise ClipscaleError(f"cannot open {shown(url)}: folder {folder} does not exist")
+            raise ClipscaleError(f"cannot open {redact(url)}: folder {folder} does not exist")
     try:
         engine = sa.create_engine(parsed, pool_pre_ping=True)
     except Exception as e:  # e.g. a missing driver
-        raise ClipscaleError(f"cannot open {shown(url)}: {e}") from None
+        raise ClipscaleError(f"cannot open {redact(url)}: {e}") from None
     if engine.dialect.name == "sqlite":
         _sqlite_setup(engine)
     if migrate:
@@ -101,12 +93,12 @@ def upgrade(engine: Engine) -> None:
             return
         if current is None and tables:
             raise ClipscaleError(
-                f"{shown(str(engine.url))} holds tables that are not clipscale's "
+                f"{redact(str(engine.url))} holds tables that are not clipscale's "
                 f"({', '.join(sorted(tables)[:5])}); point --db at another database"
             )
         if current is not None and current not in known:
             raise ClipscaleError(
-                f"{shown(str(engine.url))} was made by a newer clipscale (schema {current}): "
+                f"{redact(str(engine.url))} was made by a newer clipscale (schema {current}): "
                 "upgrade clipscale"
             )
         with engine.begin() as conn:
@@ -129,16 +121,11 @@ def _errors(engine: Engine, retry_locks: bool = False) -> Iterator[None]:
     except OperationalError as e:
         if retry_locks and "locked" in str(e):
             raise
-        raise ClipscaleError(f"cannot use {shown(str(engine.url))}: {_reason(e)}") from None
+        raise ClipscaleError(f"cannot use {redact(str(engine.url))}: {first_line(e)}") from None
     except DatabaseError as e:
         raise ClipscaleError(
-            f"{shown(str(engine.url))} is not a usable clipscale database: {_reason(e)}"
+            f"{redact(str(engine.url))} is not a usable clipscale database: {first_line(e)}"
         ) from None
-
-
-def _reason(e: SQLAlchemyError) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = 20) -> T:
