@@ -269,19 +269,23 @@ def test_scaling_run_cli(world: Path, tmp_path: Path) -> None:
 
 
 def test_learning_is_real_more_samples_beat_far_fewer(world: Path, tmp_path: Path) -> None:
-    # The same small model on the same data: 16,384 samples seen against 512.
+    # The same small model on the same data: 32,768 samples seen against 512. Sample order
+    # is random in open_clip's loader (webdataset seeds its shuffle buffer from the clock),
+    # and a small CLIP sometimes sits on the log(batch) loss plateau for a few thousand
+    # samples: at 16,384 samples 1 run in 6 had not left it yet; at 32,768 every run
+    # reached 20-23 % here.
     accuracy = {}
-    for samples in (512, 16384):
+    for samples in (512, 32768):
         p = tiny_plan(
             tmp_path,
             world,
             tmp_path / "runs",
             ["model=toy-s", "data=toy-4k", f"samples_seen={samples}", "train.batch_size=64",
-             "train.epochs=null", "train.warmup=5"],
+             "train.epochs=null", "train.warmup=5", "train.lr=5e-3"],
         )  # fmt: skip
         _, outcome = run_only(p, quiet=True)
         assert outcome.status == "succeeded", outcome.error
         accuracy[samples] = outcome.metrics["toy_shapes"]["acc1"]
     chance = 1 / len(toyworld.CLASSES)
-    assert accuracy[16384] > accuracy[512] + 0.05
-    assert accuracy[16384] > 3 * chance
+    assert accuracy[32768] > accuracy[512] + 0.05
+    assert accuracy[32768] > 3 * chance
