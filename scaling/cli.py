@@ -205,23 +205,131 @@ def ingest(
     Each ingested run is also logged to MLflow, under one parent run for the sweep.
     Idempotent: ingesting the same outcomes again changes nothing.
     """
-    from functools import partial
-
     from scaling.plan import plan as make_plan
     from scaling.store import connect
     from scaling.sync import sync_sweep
 
     sweep, rest = split_sweep(overrides)
     planned = make_plan(sweep, rest, config_dir)
-    track = None
-    if not no_tracking:
-        from scaling import tracking
-
-        uri = tracking.tracking_uri(tracking_uri)
-        tracking.sweep_run(planned.sweep.name, uri, planned.sweep.description)
-        track = partial(tracking.log_run, uri=uri, sweep=planned.sweep.name)
-    counts = sync_sweep(planned, connect(db), track)
+    counts = sync_sweep(planned, connect(db), _tracker(planned, tracking_uri, no_tracking))
     click.echo(f"sweep {sweep}: {counts['points']} points, {counts['ingested']} outcomes ingested")
+
+
+@main.command(name="launch")
+@_OVERRIDES
+@_CONFIG_DIR
+@_DB
+@click.option("--retry-failed", is_flag=True, help="Also resubmit points whose last attempt failed.")
+@click.option(
+    "--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+    help="Never submit a point that has had this many attempts.",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Say what would be submitted; submit nothing.")
+@_one_line_errors
+def launch_(
+    overrides: tuple[str, ...], config_dir: tuple[str, ...], db: str | None, retry_failed: bool,
+    max_attempts: int, dry_run: bool,
+) -> None:  # fmt: skip
+    """Submit a sweep's points (cluster=slurm: job arrays; cluster=local: this machine)
+    and return at once. Rerunning submits only what is missing; it is safe after a kill."""
+    from scaling.dispatch import LaunchOptions, launch
+    from scaling.plan import plan as make_plan
+    from scaling.store import connect
+
+    sweep, rest = split_sweep(overrides)
+    planned = make_plan(sweep, rest, config_dir)
+    options = LaunchOptions(retry_failed=retry_failed, max_attempts=max_attempts, dry_run=dry_run)
+    report = launch(planned, connect(db), options)
+    kind = planned.sweep.cluster.kind
+    verb = "would submit" if dry_run else "submitted"
+    click.echo(f"sweep {sweep}: {verb} {report.submitted} points in {len(report.batches)} "
+               f"{'job arrays' if kind == 'slurm' else 'local batches'}")  # fmt: skip
+    for token, job, size in report.batches:
+        click.echo(f"  {token}: {size} points" + (f", job {job}" if job else ""))
+    for why, count in sorted(report.skipped.items()):
+        click.echo(f"  not submitted: {count} {why}")
+    if report.recovered or report.voided:
+        click.echo(
+            f"  settled an earlier launch: {report.recovered} adopted, {report.voided} never submitted"
+        )
+    if not dry_run and report.submitted:
+        click.echo(f"follow with: scaling status sweep={sweep} --watch")
+
+
+@main.command()
+@_OVERRIDES
+@_CONFIG_DIR
+@_DB
+@click.option("--watch", is_flag=True, help="Keep going until no point is pending or running.")
+@click.option(
+    "--every", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds between checks."
+)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+)
+@click.option("--no-tracking", is_flag=True, help="Do not log runs to MLflow.")
+@_one_line_errors
+def status(
+    overrides: tuple[str, ...], config_dir: tuple[str, ...], db: str | None, watch: bool, every: float,
+    tracking_uri: str | None, no_tracking: bool,
+) -> None:  # fmt: skip
+    """Follow a launched sweep: one scheduler query for all its jobs, finished runs
+    ingested into the store (and MLflow), a summary line."""
+    from scaling.dispatch import reconcile
+    from scaling.dispatch import watch as follow
+    from scaling.plan import plan as make_plan
+    from scaling.store import connect
+    from scaling.tables import print_failures, sweep_status_line
+
+    sweep, rest = split_sweep(overrides)
+    planned = make_plan(sweep, rest, config_dir)
+    engine = connect(db)
+    track = _tracker(planned, tracking_uri, no_tracking)
+
+    def show(summary: Any) -> None:
+        click.echo(
+            sweep_status_line(sweep, summary)
+            + (f" (+{summary.ingested} ingested)" if summary.ingested else "")
+        )
+
+    summary = follow(planned, engine, every, show, track) if watch else reconcile(planned, engine, track)
+    if not watch:
+        show(summary)
+    print_failures(summary)
+
+
+@main.command()
+@_OVERRIDES
+@_CONFIG_DIR
+@_DB
+@click.option("--point", "points", multiple=True, help="Cancel only this point (repeatable).")
+@_one_line_errors
+def cancel(
+    overrides: tuple[str, ...], config_dir: tuple[str, ...], db: str | None, points: tuple[str, ...]
+) -> None:
+    """Cancel a sweep's pending and running points (or only some of them)."""
+    from scaling.dispatch import cancel as stop
+    from scaling.plan import plan as make_plan
+    from scaling.store import connect
+
+    sweep, rest = split_sweep(overrides)
+    planned = make_plan(sweep, rest, config_dir)
+    count = stop(planned, connect(db), points)
+    click.echo(f"sweep {sweep}: cancelled {count} points")
+
+
+def _tracker(planned: Any, tracking_uri: str | None, no_tracking: bool) -> Callable[..., Any] | None:
+    if no_tracking:
+        return None
+    from functools import partial
+
+    from scaling import tracking
+
+    uri = tracking.tracking_uri(tracking_uri)
+    tracking.sweep_run(planned.sweep.name, uri, planned.sweep.description)
+    return partial(tracking.log_run, uri=uri, sweep=planned.sweep.name)
 
 
 @main.command()

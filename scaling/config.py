@@ -314,7 +314,7 @@ def load_sweep(
 
 _TOP_KEYS = {
     "name", "description", "data_root", "runs_root", "eval", "include", "exclude", "train", "points",
-    "finetune", "gpu", "cluster", *AXIS_KEYS,
+    "finetune", "gpu", "cluster", "clusters", *AXIS_KEYS,
 }  # fmt: skip
 
 
@@ -430,11 +430,20 @@ def _gpu(raw: Any, where: str) -> GpuSpec:
     return GpuSpec(str(raw.get("name", "")), peak, mfu)
 
 
-def _cluster(raw: Any, where: str) -> ClusterSpec:
+def _cluster(raw: Any, overrides: Any, where: str) -> ClusterSpec:
+    """The chosen cluster group, with the sweep's own settings for that kind of cluster
+    (``clusters: {slurm: {...}}``) on top: e.g. the toy sweep's CPU-only Slurm jobs."""
     if not isinstance(raw, dict):
         raise ClipscaleError(f"{where}: selects no cluster (add '- cluster: local' to its defaults)")
     kind = _choice("cluster kind", raw.get("kind"), where, CLUSTER_KINDS)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ClipscaleError(f"{where}: clusters must map cluster kinds to settings")
+    for name, extra in (overrides or {}).items():
+        _choice("clusters key", name, where, CLUSTER_KINDS)
+        if not isinstance(extra, dict):
+            raise ClipscaleError(f"{where}: clusters.{name} must map settings to values")
     options = {k: v for k, v in raw.items() if k != "kind"}
+    options.update((overrides or {}).get(kind) or {})
     return ClusterSpec(kind, options)
 
 
@@ -474,7 +483,7 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
         rules=rules,
         finetune=finetune,
         gpu=_gpu(raw.get("gpu"), where),
-        cluster=_cluster(raw.get("cluster"), where),
+        cluster=_cluster(raw.get("cluster"), raw.get("clusters"), where),
         models=models,
         datasets=datasets,
         runs_root=str(raw.get("runs_root") or "runs"),

@@ -9,8 +9,9 @@ class ClipscaleError(Exception):
     """Bad input or an unusable environment; the CLI prints it as one line and exits 2."""
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of an error: for a database error, its driver's own message."""
+def first_line(error: BaseException | str) -> str:
+    """The first line of an error (or a tool's message): for a database error, its
+    driver's own message."""
     lines = str(getattr(error, "orig", None) or error).strip().splitlines()
     return lines[0].strip() if lines else type(error).__name__
 

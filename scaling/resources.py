@@ -36,6 +36,8 @@ class SlurmSettings:
     time_overhead_min: int = 10
     max_array_size: int = 1000
     array_parallelism: int = 64
+    signal_delay_s: int = 120  # Slurm warns a job this long before its time limit: checkpoint, requeue
+    max_requeues: int = 20  # requeues after a time limit or preemption before a job counts as failed
     additional_parameters: tuple[tuple[str, str], ...] = ()
 
 
@@ -91,7 +93,7 @@ def _typed(key: str, value: Any, default: Any) -> Any:
         or (kind is int and value != int(value))
     ):
         raise ClipscaleError(f"cluster.{key} must be a number, got {value!r}")
-    if value <= 0:
+    if value < 0 or (value == 0 and key != "gpus_per_node"):
         raise ClipscaleError(f"cluster.{key} must be positive, got {value!r}")
     return kind(value)
 
@@ -99,7 +101,8 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 def resources(point: PlannedPoint, s: SlurmSettings) -> Resources:
     """The resource class of one point."""
     gpus = point.point.train.gpus
-    per_node = min(gpus, s.gpus_per_node)
+    # CPU-only nodes (gpus_per_node 0): the world size in tasks on one node.
+    per_node = gpus if s.gpus_per_node == 0 else min(gpus, s.gpus_per_node)
     if gpus % per_node:
         raise ClipscaleError(
             f"point {point.point.id} trains on {gpus} GPUs, not a whole number of "
@@ -109,7 +112,7 @@ def resources(point: PlannedPoint, s: SlurmSettings) -> Resources:
     time_min = min(next((t for t in TIME_LADDER_MIN if t >= wall_min), s.time_limit_min), s.time_limit_min)
     return Resources(
         nodes=gpus // per_node,
-        gpus_per_node=per_node,
+        gpus_per_node=per_node if s.gpus_per_node else 0,
         tasks_per_node=per_node,
         cpus_per_task=s.cpus_per_gpu,
         mem_gb=s.mem_gb_per_gpu * per_node,

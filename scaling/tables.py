@@ -130,3 +130,28 @@ def _number(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
     return f"{value:.4g}"
+
+
+_ORDER = ("succeeded", "diverged", "running", "pending", "requeued", "submitting", "failed", "timeout",
+          "out_of_memory", "node_fail", "lost", "cancelled", "not submitted")  # fmt: skip
+
+
+def sweep_status_line(name: str, summary: Any) -> str:
+    """One line: a bar of finished points, the counts by state, GPU-hours spent vs planned."""
+    done = summary.counts.get("succeeded", 0) + summary.counts.get("diverged", 0)
+    width = 30
+    filled = round(width * done / summary.total) if summary.total else width
+    bar = "#" * filled + "-" * (width - filled)
+    counts = ", ".join(
+        f"{summary.counts[s]} {s}" for s in sorted(summary.counts, key=lambda s: (*_ORDER, s).index(s))
+    )
+    hours = f"{_hours(summary.gpu_hours_spent)} of {_hours(summary.gpu_hours_planned)} GPU-h planned"
+    return f"sweep {name} [{bar}] {done}/{summary.total} done: {counts}; {hours}"
+
+
+def print_failures(summary: Any, console: Console | None = None, limit: int = 10) -> None:
+    console = console or _console()
+    for point_id, reason in summary.failures[:limit]:
+        console.print(f"  failed {point_id}: {reason}", markup=False, highlight=False)
+    if len(summary.failures) > limit:
+        console.print(f"  ... and {len(summary.failures) - limit} more failed points")

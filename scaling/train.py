@@ -70,6 +70,8 @@ def open_clip_argv(
         "--precision", t.precision,
         "--seed", str(t.seed),
         "--device", device,
+        # NCCL needs GPUs; a multi-process run on CPUs talks through gloo.
+        "--dist-backend", "nccl" if device == "cuda" else "gloo",
         "--logs", str(runs_root),
         "--name", point.id,
         "--resume", "latest",
@@ -207,6 +209,21 @@ def run_point(
     except Exception as e:  # the trainer's failure is the run's outcome, not ours
         error = f"{type(e).__name__}: {e}"
     return _finish(point, evals, directory, device, started, clock, error, quiet)
+
+
+def train_other_rank(point: GridPoint, model: ModelSpec, runs_root: str | Path) -> None:
+    """A rank other than 0 of a multi-process run: train beside rank 0, which alone writes
+    ``point.json`` and ``outcome.json`` and evaluates. It skips a finished run, as rank 0
+    does, so that no rank waits for peers that never start."""
+    root = Path(runs_root).resolve()
+    directory = run_dir(root, point)
+    done = read_outcome(directory) if directory.is_dir() else None
+    if done is not None and done.status in ("succeeded", "diverged"):
+        return
+    pretrained = _parent_checkpoint(root, point)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _trainer_output(directory, quiet=True):
+        _train(point, model, root, _device(), pretrained)
 
 
 def _finish(

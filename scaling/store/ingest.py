@@ -179,15 +179,30 @@ def _time(text: str) -> datetime | None:
         return None
 
 
-def ingest_run(engine: Engine, run_dir: Path, family: str, gmacs_per_sample: float | None = None) -> str:
-    """Store one run's outcome under ``family`` (a sweep); returns the point id."""
+def ingest_run(
+    engine: Engine,
+    run_dir: Path,
+    family: str,
+    gmacs_per_sample: float | None = None,
+    attempt_key: str | None = None,
+) -> str:
+    """Store one run's outcome under ``family`` (a sweep); returns the point id. The
+    outcome fills the attempt ``attempt_key`` (a dispatched job) if given, else an
+    attempt of its own (a run started by hand)."""
     point, attempt, metrics = outcome_rows(run_dir, gmacs_per_sample)
+    update = ["state", "node", "started_at", "ended_at", "exit_reason", "log_path"]
 
     def work(conn: Connection) -> None:
         _family(conn, family, "sweep", "")
         _points(conn, family, [point], keep_status=False)
-        update = ["state", "node", "started_at", "ended_at", "exit_reason", "log_path"]
-        upsert(conn, Attempt, [attempt], ["point_id", "key"], update)
+        if attempt_key is None:
+            upsert(conn, Attempt, [attempt], ["point_id", "key"], update)
+        else:
+            conn.execute(
+                sa.update(Attempt)
+                .where(Attempt.point_id == point.id, Attempt.key == attempt_key)
+                .values({k: attempt[k] for k in update})
+            )
         # The newest outcome's metrics replace the point's old ones as a whole.
         conn.execute(sa.delete(Metric).where(Metric.point_id == point.id))
         upsert(conn, Metric, metrics, ["point_id", "dataset", "metric"], ["value", "reason"])

@@ -61,7 +61,34 @@ class Attempt(Base):
     ended_at: Mapped[datetime | None]
     exit_reason: Mapped[str | None] = mapped_column(Text)
     log_path: Mapped[str | None] = mapped_column(Text)
-    __table_args__ = (UniqueConstraint("point_id", "key", name="uq_attempts_point_key"),)
+    submission: Mapped[str | None] = mapped_column(String(100), index=True)  # Submission.token
+    __table_args__ = (
+        UniqueConstraint("point_id", "key", name="uq_attempts_point_key"),
+        Index("ix_attempts_state", "state"),
+    )
+
+
+class Submission(Base):
+    """One job array (or local batch) of a launch, recorded before it is submitted.
+
+    ``state``: ``intent`` (written, maybe submitted: the launcher may have died around
+    sbatch), ``submitted`` (job id known, tasks still held), ``released`` (free to run),
+    ``void`` (never reached the scheduler).
+    """
+
+    __tablename__ = "submissions"
+    token: Mapped[str] = mapped_column(String(100), primary_key=True)  # also the job name
+    family: Mapped[str] = mapped_column(ForeignKey("families.name", ondelete="CASCADE"))
+    launcher: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))
+    job_id: Mapped[str | None] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    folder: Mapped[str] = mapped_column(Text)
+    resources: Mapped[str] = mapped_column(Text)  # JSON
+    owner: Mapped[str] = mapped_column(String(200))  # "host pid start-time" of the launcher
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    __table_args__ = (Index("ix_submissions_family_state", "family", "state"),)
 
 
 class Metric(Base):

@@ -1,0 +1,172 @@
+"""One interface over the two places points run: a Slurm cluster, or this machine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from scaling.compute import cache_dir
+from scaling.dispatch import local, slurm
+from scaling.plan import Plan, PlannedPoint
+from scaling.resources import Resources, SlurmSettings, job_arrays, resources, slurm_settings
+from scaling.store.attempts import SubmissionInfo
+
+# A task's state: (state, node, started_at, ended_at, reason), as slurm.TaskState has it.
+State = slurm.TaskState
+
+
+class Backend(Protocol):
+    name: str
+
+    def validate(self, points: Sequence[PlannedPoint]) -> None: ...
+    def batches(self, points: Sequence[PlannedPoint]) -> list[tuple[dict[str, Any], tuple[str, ...]]]: ...
+    def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
+               after: Sequence[str]) -> str: ...  # fmt: skip
+    def task_id(self, job_id: str, index: int) -> str: ...
+    def settle(self, subs: Sequence[SubmissionInfo]) -> dict[str, str | None]: ...
+    def start(self, subs: Sequence[SubmissionInfo]) -> None: ...
+    def states(self, subs: Sequence[SubmissionInfo]) -> dict[tuple[str, int], State]: ...
+    def cancel(self, sub: SubmissionInfo, indices: Sequence[int]) -> None: ...
+    def log_path(self, sub: SubmissionInfo, index: int) -> Path: ...
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    @property
+    def settings(self) -> SlurmSettings:
+        # Only submitting needs them: following or cancelling jobs works under any cluster=.
+        return slurm_settings(self.plan.sweep.cluster)
+
+    def validate(self, points: Sequence[PlannedPoint]) -> None:
+        classes = {resources(p, self.settings) for p in points}
+        if classes:
+            slurm.check_resources(sorted(classes, key=repr), slurm.partitions())
+
+    def batches(self, points: Sequence[PlannedPoint]) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+        return [(asdict(a.resources), a.point_ids) for a in job_arrays(points, self.settings)]
+
+    def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
+               after: Sequence[str]) -> str:  # fmt: skip
+        r = Resources(
+            **{**resources, "additional_parameters": tuple(map(tuple, resources["additional_parameters"]))}
+        )
+        params = slurm.executor_parameters(r, self.settings, token, after)
+        return slurm.submit_held(folder, jobs, params, self.settings.max_requeues)
+
+    def task_id(self, job_id: str, index: int) -> str:
+        return f"{job_id}_{index}"
+
+    def settle(self, subs: Sequence[SubmissionInfo]) -> dict[str, str | None]:
+        found = slurm.find_by_name([s.token for s in subs])
+        return {s.token: found.get(s.token) for s in subs}
+
+    def start(self, subs: Sequence[SubmissionInfo]) -> None:
+        for s in subs:
+            assert s.job_id is not None
+            slurm.place_pickles(Path(s.folder), s.job_id, s.size)
+        slurm.release([s.job_id for s in subs if s.job_id])
+
+    def states(self, subs: Sequence[SubmissionInfo]) -> dict[tuple[str, int], State]:
+        by_array = {s.job_id: s.token for s in subs if s.job_id}
+        out = {}
+        for task, state in slurm.task_states(list(by_array)).items():
+            array, _, index = task.partition("_")
+            if array in by_array and index.isdigit():
+                out[(by_array[array], int(index))] = state
+        return out
+
+    def cancel(self, sub: SubmissionInfo, indices: Sequence[int]) -> None:
+        if sub.job_id:
+            slurm.cancel([self.task_id(sub.job_id, i) for i in indices])
+
+    def log_path(self, sub: SubmissionInfo, index: int) -> Path:
+        return Path(sub.folder) / f"{sub.job_id}_{index}_0_log.err"
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    @property
+    def width(self) -> int:
+        return local.parallelism(dict(self.plan.sweep.cluster.options))
+
+    def validate(self, points: Sequence[PlannedPoint]) -> None:
+        return None
+
+    def batches(self, points: Sequence[PlannedPoint]) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+        return [({"parallelism": self.width}, tuple(p.point.id for p in points))] if points else []
+
+    def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
+               after: Sequence[str]) -> str:  # fmt: skip
+        runners = sorted({int(a.split(":")[1]) for a in after})
+        return local.submit(folder, jobs, cache_dir() / "local-slots", self.width, runners)
+
+    def task_id(self, job_id: str, index: int) -> str:
+        return f"{job_id}:{index}"
+
+    def settle(self, subs: Sequence[SubmissionInfo]) -> dict[str, str | None]:
+        return {s.token: local.settle(Path(s.folder)) for s in subs}
+
+    def start(self, subs: Sequence[SubmissionInfo]) -> None:
+        return None  # a local runner starts at once; its claim file settles races
+
+    def states(self, subs: Sequence[SubmissionInfo]) -> dict[tuple[str, int], State]:
+        out = {}
+        for s in subs:
+            for i, st in local.task_states(Path(s.folder), s.size).items():
+                out[(s.token, i)] = State(st.state, st.node, st.started_at, st.ended_at, st.reason)
+        return out
+
+    def cancel(self, sub: SubmissionInfo, indices: Sequence[int]) -> None:
+        local.cancel(Path(sub.folder), indices)
+
+    def log_path(self, sub: SubmissionInfo, index: int) -> Path:
+        return Path(sub.folder) / f"{index}.log"
+
+
+def backend_for(plan: Plan, launcher: str | None = None) -> Backend:
+    """The backend that submits under the plan's cluster, or that follows jobs of ``launcher``."""
+    kind = launcher or plan.sweep.cluster.kind
+    return SlurmBackend(plan) if kind == "slurm" else LocalBackend(plan)
+
+
+def jobs_root(plan: Plan) -> Path:
+    """Where submissions keep their pickles and logs: beside the run directories."""
+    return Path(plan.sweep.runs_root).resolve() / "_jobs"
+
+
+def owner() -> str:
+    import socket
+
+    return f"{socket.gethostname()} {os.getpid()} {_start_time(os.getpid())}"
+
+
+def owner_gone(text: str, age_s: float) -> bool:
+    """Whether the launcher that wrote an intent can still be submitting it: on this host,
+    while its process lives; on another host, assumed for ten minutes."""
+    import socket
+
+    host, _, rest = text.partition(" ")
+    pid, _, start = rest.partition(" ")
+    if host != socket.gethostname():
+        return age_s > 600
+    return not pid.isdigit() or _start_time(int(pid)) != start
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return "" if fields[0] in ("Z", "X") else fields[19]
+    except (OSError, IndexError):
+        return ""

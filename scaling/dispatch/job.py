@@ -1,0 +1,60 @@
+"""What runs on the compute side: one grid point, as a submitit checkpointable job.
+
+The same callable runs in a Slurm task (one per GPU) and in a local worker process. On a
+time limit or preemption submitit calls ``checkpoint``, which hands back this very job
+to be requeued; the trainer then continues from its latest checkpoint (``--resume
+latest``), so the samples seen end exactly as planned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+
+from scaling.config import EvalSpec, ModelSpec
+from scaling.grid import GridPoint
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    """Everything a worker needs to run a point, with no config files to read."""
+
+    point: GridPoint
+    model: ModelSpec
+    evals: EvalSpec
+    runs_root: str
+
+
+class PointJob(submitit.helpers.Checkpointable):
+    def __init__(self, spec: PointSpec) -> None:
+        self.spec = spec
+
+    def __call__(self) -> str:
+        from scaling.train import run_point, train_other_rank
+
+        rank = _distributed_rank()
+        s = self.spec
+        if rank != 0:
+            train_other_rank(s.point, s.model, s.runs_root)
+            return f"rank {rank} done"
+        outcome = run_point(s.point, s.model, s.evals, s.runs_root, quiet=True)
+        if outcome.status == "failed":
+            # A failed run exits non-zero, so Slurm and the local runner both say FAILED.
+            raise RuntimeError(f"point {s.point.id} failed: {outcome.error}")
+        return outcome.status
+
+
+def _distributed_rank() -> int:
+    """Under Slurm with several tasks, export torch.distributed's variables from the job
+    (every GPU of the node stays visible: open_clip picks ``cuda:LOCAL_RANK`` itself)."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return int(env.rank)
+    return 0
+
+
+def run_dir_of(spec: PointSpec) -> Path:
+    return Path(spec.runs_root) / spec.point.id

@@ -1,0 +1,228 @@
+"""Submissions and attempts: what a launch submitted, and what became of each try.
+
+A launch writes its submissions (state ``intent``) and their attempts (``submitting``)
+in one transaction *before* anything reaches a scheduler, so a launcher killed at any
+instant leaves a record that the next launch or status can settle: the job was
+submitted (adopt its id) or it was not (``void``). Attempt states:
+
+- active: ``submitting``, ``pending``, ``running``, ``requeued`` (the point is taken);
+- finished: ``succeeded``, ``diverged`` (a result), ``failed``, ``timeout``,
+  ``out_of_memory``, ``node_fail``, ``lost`` (failures), ``cancelled``;
+- ``void``: never submitted, not counted as an attempt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from scaling.store.db import transaction
+from scaling.store.ingest import _family, _now
+from scaling.store.models import Attempt, Family, FamilyPoint, Point, Submission
+
+ACTIVE = frozenset({"submitting", "pending", "running", "requeued"})
+RESULTS = frozenset({"succeeded", "diverged"})
+FAILURES = frozenset({"failed", "timeout", "out_of_memory", "node_fail", "lost"})
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    point_id: str
+    key: str
+    launcher: str
+    submission: str | None
+    job_id: str | None
+    array_index: int | None
+    state: str
+    exit_reason: str | None
+    log_path: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SubmissionInfo:
+    token: str
+    family: str
+    launcher: str
+    state: str
+    job_id: str | None
+    size: int
+    folder: str
+    resources: dict[str, Any]
+    owner: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewSubmission:
+    """A batch about to be submitted: one job array, or one local runner."""
+
+    token: str
+    launcher: str
+    point_ids: tuple[str, ...]  # in array-index order
+    folder: str
+    resources: Mapping[str, Any]
+
+
+def locked(engine: Engine, family: str, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` holding the sweep's lock: launches of one sweep never interleave
+    (SQLite serialises writers already; PostgreSQL locks the family row)."""
+
+    def run(conn: Connection) -> T:
+        _family(conn, family, "sweep", "")
+        conn.execute(sa.select(Family.name).where(Family.name == family).with_for_update())
+        return work(conn)
+
+    return transaction(engine, run)
+
+
+def attempts_of(conn: Connection, family: str) -> dict[str, list[AttemptInfo]]:
+    """Every non-void attempt of the sweep's points, oldest first, by point id."""
+    rows = conn.execute(
+        sa.select(Attempt)
+        .join(FamilyPoint, FamilyPoint.point_id == Attempt.point_id)
+        .where(FamilyPoint.family == family, Attempt.state != "void")
+        .order_by(Attempt.id)
+    ).scalars()
+    out: dict[str, list[AttemptInfo]] = {}
+    for a in rows:
+        out.setdefault(a.point_id, []).append(
+            AttemptInfo(
+                a.point_id,
+                a.key,
+                a.launcher,
+                a.submission,
+                a.job_id,
+                a.array_index,
+                a.state,
+                a.exit_reason,
+                a.log_path,
+                a.started_at,
+                a.ended_at,
+            )
+        )
+    return out
+
+
+def add_submissions(conn: Connection, family: str, batches: Sequence[NewSubmission], owner: str) -> None:
+    """Record batches as ``intent``, each of their points as a ``submitting`` attempt."""
+    now = _now()
+    for b in batches:
+        conn.execute(
+            sa.insert(Submission).values(
+                token=b.token,
+                family=family,
+                launcher=b.launcher,
+                state="intent",
+                job_id=None,
+                size=len(b.point_ids),
+                folder=b.folder,
+                resources=json.dumps(dict(b.resources), sort_keys=True),
+                owner=owner,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        rows = [
+            {"point_id": pid, "key": f"{b.token}:{i}", "launcher": b.launcher, "job_id": None,
+             "array_index": i, "state": "submitting", "submission": b.token, "node": None,
+             "started_at": None, "ended_at": None, "exit_reason": None, "log_path": None}
+            for i, pid in enumerate(b.point_ids)
+        ]  # fmt: skip
+        conn.execute(sa.insert(Attempt), rows)
+        conn.execute(
+            sa.update(Point).where(Point.id.in_(b.point_ids)).values(status="submitted", updated_at=now)
+        )
+
+
+def submissions(engine: Engine, family: str, states: Sequence[str]) -> list[SubmissionInfo]:
+    def work(conn: Connection) -> list[SubmissionInfo]:
+        rows = conn.execute(
+            sa.select(Submission)
+            .where(Submission.family == family, Submission.state.in_(states))
+            .order_by(Submission.created_at, Submission.token)
+        ).scalars()
+        return [
+            SubmissionInfo(
+                s.token,
+                s.family,
+                s.launcher,
+                s.state,
+                s.job_id,
+                s.size,
+                s.folder,
+                json.loads(s.resources),
+                s.owner,
+                s.created_at,
+            )
+            for s in rows
+        ]
+
+    return transaction(engine, work)
+
+
+def set_submission(
+    engine: Engine,
+    token: str,
+    state: str,
+    job_id: str | None = None,
+    task_ids: Callable[[int], str] | None = None,
+    reason: str | None = None,
+) -> None:
+    """Move a submission on: ``submitted``/``released`` with its job id (the attempts get
+    their task ids and become ``pending``), or ``void`` (so do its attempts)."""
+
+    def work(conn: Connection) -> None:
+        now = _now()
+        values: dict[str, Any] = {"state": state, "updated_at": now}
+        if job_id is not None:
+            values["job_id"] = job_id
+        conn.execute(sa.update(Submission).where(Submission.token == token).values(**values))
+        attempts = sa.update(Attempt).where(Attempt.submission == token)
+        if state == "void":
+            conn.execute(attempts.values(state="void", exit_reason=reason, ended_at=now))
+        elif task_ids is not None:
+            rows = conn.execute(
+                sa.select(Attempt.id, Attempt.array_index).where(Attempt.submission == token)
+            ).all()
+            for attempt_id, index in rows:
+                conn.execute(
+                    sa.update(Attempt)
+                    .where(Attempt.id == attempt_id, Attempt.state == "submitting")
+                    .values(job_id=task_ids(index or 0), state="pending")
+                )
+
+    transaction(engine, work)
+
+
+def update_attempts(engine: Engine, changes: Sequence[Mapping[str, Any]]) -> None:
+    """Apply reconciled attempt states (each change names ``key`` and ``point_id``), and
+    mirror the newest attempt's state onto its point."""
+    if not changes:
+        return
+
+    def work(conn: Connection) -> None:
+        now = _now()
+        for c in changes:
+            values = {k: v for k, v in c.items() if k not in ("key", "point_id")}
+            conn.execute(
+                sa.update(Attempt)
+                .where(Attempt.point_id == c["point_id"], Attempt.key == c["key"])
+                .values(**values)
+            )
+            if "state" in values:
+                conn.execute(
+                    sa.update(Point)
+                    .where(Point.id == c["point_id"], Point.status.not_in(tuple(RESULTS)))
+                    .values(status=values["state"], updated_at=now)
+                )
+
+    transaction(engine, work)
