@@ -87,11 +87,11 @@ def locked(engine: Engine, family: str, work: Callable[[Connection], T]) -> T:
 def attempts_of(conn: Connection, family: str) -> dict[str, list[AttemptInfo]]:
     """Every non-void attempt of the sweep's points, oldest first, by point id."""
     rows = conn.execute(
-        sa.select(Attempt)
+        sa.select(Attempt.__table__)
         .join(FamilyPoint, FamilyPoint.point_id == Attempt.point_id)
         .where(FamilyPoint.family == family, Attempt.state != "void")
         .order_by(Attempt.id)
-    ).scalars()
+    )
     out: dict[str, list[AttemptInfo]] = {}
     for a in rows:
         out.setdefault(a.point_id, []).append(
@@ -146,10 +146,10 @@ def add_submissions(conn: Connection, family: str, batches: Sequence[NewSubmissi
 def submissions(engine: Engine, family: str, states: Sequence[str]) -> list[SubmissionInfo]:
     def work(conn: Connection) -> list[SubmissionInfo]:
         rows = conn.execute(
-            sa.select(Submission)
+            sa.select(Submission.__table__)
             .where(Submission.family == family, Submission.state.in_(states))
             .order_by(Submission.created_at, Submission.token)
-        ).scalars()
+        )
         return [
             SubmissionInfo(
                 s.token,
