@@ -242,7 +242,7 @@ def launch_(
     report = launch(planned, connect(db), options)
     kind = planned.sweep.cluster.kind
     verb = "would submit" if dry_run else "submitted"
-    click.echo(f"sweep {sweep}: {verb} {report.submitted} points in {len(report.batches)} "
+    click.echo(f"sweep {planned.sweep.name}: {verb} {report.submitted} points in {len(report.batches)} "
                f"{'job arrays' if kind == 'slurm' else 'local batches'}")  # fmt: skip
     for token, job, size in report.batches:
         click.echo(f"  {token}: {size} points" + (f", job {job}" if job else ""))
@@ -290,7 +290,7 @@ def status(
 
     def show(summary: Any) -> None:
         click.echo(
-            sweep_status_line(sweep, summary)
+            sweep_status_line(planned.sweep.name, summary)
             + (f" (+{summary.ingested} ingested)" if summary.ingested else "")
         )
 
@@ -317,7 +317,7 @@ def cancel(
     sweep, rest = split_sweep(overrides)
     planned = make_plan(sweep, rest, config_dir)
     count = stop(planned, connect(db), points)
-    click.echo(f"sweep {sweep}: cancelled {count} points")
+    click.echo(f"sweep {planned.sweep.name}: cancelled {count} points")
 
 
 def _tracker(planned: Any, tracking_uri: str | None, no_tracking: bool) -> Callable[..., Any] | None:

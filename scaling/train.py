@@ -15,6 +15,7 @@ import logging
 import re
 import socket
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -30,6 +31,9 @@ from scaling.grid import GridPoint
 from scaling.outcome import POINT_FILE, Outcome, read_outcome, write_outcome
 
 Progress = Callable[[int, int, int], None]  # (epoch, samples in epoch, samples per epoch)
+# Set when the job is about to be requeued (time limit, preemption): the SystemExit that
+# follows is then an interruption to resume from, not the run's outcome.
+REQUEUEING = threading.Event()
 LOG_TAIL = 40
 _FULL_CHECK_BYTES = 2 << 30  # data sets up to this size have every sample decoded first
 
@@ -205,6 +209,8 @@ def run_point(
     except KeyboardInterrupt:
         raise  # no outcome: the run is unfinished and resumes next time
     except SystemExit as e:  # the trainer's argparse exits on arguments it rejects
+        if REQUEUEING.is_set():
+            raise  # no outcome: the requeued job resumes from the latest checkpoint
         error = f"open_clip_train exited with {e.code} (bad extra_args? see console.log)"
     except Exception as e:  # the trainer's failure is the run's outcome, not ours
         error = f"{type(e).__name__}: {e}"

@@ -28,6 +28,7 @@ class Backend(Protocol):
     def task_id(self, job_id: str, index: int) -> str: ...
     def settle(self, subs: Sequence[SubmissionInfo]) -> dict[str, str | None]: ...
     def start(self, subs: Sequence[SubmissionInfo]) -> None: ...
+    def discard(self, job_ids: Sequence[str]) -> None: ...
     def states(self, subs: Sequence[SubmissionInfo]) -> dict[tuple[str, int], State]: ...
     def cancel(self, sub: SubmissionInfo, indices: Sequence[int]) -> None: ...
     def log_path(self, sub: SubmissionInfo, index: int) -> Path: ...
@@ -72,6 +73,9 @@ class SlurmBackend:
             assert s.job_id is not None
             slurm.place_pickles(Path(s.folder), s.job_id, s.size)
         slurm.release([s.job_id for s in subs if s.job_id])
+
+    def discard(self, job_ids: Sequence[str]) -> None:
+        slurm.cancel(job_ids)
 
     def states(self, subs: Sequence[SubmissionInfo]) -> dict[tuple[str, int], State]:
         by_array = {s.job_id: s.token for s in subs if s.job_id}
@@ -120,10 +124,13 @@ class LocalBackend:
     def start(self, subs: Sequence[SubmissionInfo]) -> None:
         return None  # a local runner starts at once; its claim file settles races
 
+    def discard(self, job_ids: Sequence[str]) -> None:
+        return None  # a voided batch's runner finds the claim taken and exits
+
     def states(self, subs: Sequence[SubmissionInfo]) -> dict[tuple[str, int], State]:
         out = {}
         for s in subs:
-            for i, st in local.task_states(Path(s.folder), s.size).items():
+            for i, st in local.task_states(Path(s.folder), s.size, s.job_id).items():
                 out[(s.token, i)] = State(st.state, st.node, st.started_at, st.ended_at, st.reason)
         return out
 

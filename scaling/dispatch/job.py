@@ -46,6 +46,14 @@ class PointJob(submitit.helpers.Checkpointable):
             raise RuntimeError(f"point {s.point.id} failed: {outcome.error}")
         return outcome.status
 
+    def checkpoint(self, *args: object, **kwargs: object) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on a time limit or preemption, before it requeues the job:
+        the trainer's checkpoints are the state, so the same job is resubmitted as is."""
+        from scaling.train import REQUEUEING
+
+        REQUEUEING.set()
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
 
 def _distributed_rank() -> int:
     """Under Slurm with several tasks, export torch.distributed's variables from the job

@@ -100,11 +100,17 @@ def recover(plan: Plan, engine: Engine) -> tuple[int, int]:
         for s in submissions(engine, family, ["intent", "submitted"])
         if owner_gone(s.owner, (now - s.created_at).total_seconds())
     ]
+    # A killed launcher's sbatch can land after the intent was voided: such a held array
+    # is found by its name and cancelled before it can run.
+    recent_void = [
+        s for s in submissions(engine, family, ["void"]) if (now - s.created_at).total_seconds() < 3600
+    ]
     adopted, voided = 0, 0
-    for launcher, intents in _by_launcher([s for s in pending if s.state == "intent"]).items():
+    for launcher, intents in _by_launcher([s for s in pending if s.state == "intent"] + recent_void).items():
         backend = backend_for(plan, launcher)
         found = backend.settle(intents)
-        for s in intents:
+        backend.discard([job for s in intents if s.state == "void" and (job := found.get(s.token))])
+        for s in (s for s in intents if s.state == "intent"):
             job = found.get(s.token)
             if job is None:
                 set_submission(engine, s.token, "void", reason="never submitted: its launcher stopped first")
@@ -210,8 +216,10 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
     backend = backend_for(plan)
     validate(plan, backend)
     record_points(engine, plan.sweep.name, _planned_rows(plan), description=plan.sweep.description)
-    adopted, voided = recover(plan, engine)
-    reconcile(plan, engine)
+    adopted, voided = 0, 0
+    if not options.dry_run:  # a dry run only reads
+        adopted, voided = recover(plan, engine)
+        reconcile(plan, engine)
 
     def reserve(conn: Connection) -> tuple[list[NewSubmission], dict[str, int]]:
         chosen, skipped = _choose(plan, conn, options)

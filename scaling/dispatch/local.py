@@ -103,8 +103,9 @@ def _claimant(folder: Path) -> str | None:
     return None
 
 
-def task_states(folder: Path, size: int) -> dict[int, LocalState]:
-    runner = _runner_pid(folder)
+def task_states(folder: Path, size: int, job_id: str | None) -> dict[int, LocalState]:
+    """Each task's state from its state file; tasks of a runner that is gone are lost."""
+    runner = _runner_pid(folder) or (int(job_id.split(":")[1]) if job_id else None)
     alive = runner is not None and _alive(runner)
     out: dict[int, LocalState] = {}
     for i in range(size):

@@ -1,0 +1,209 @@
+"""Dispatch on this machine: launch returns at once, status follows and ingests, reruns
+submit only what is missing, a killed launch is settled, cancel stops points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from scaling import toyworld
+from scaling.dispatch import LaunchOptions, cancel, launch, reconcile, recover
+from scaling.dispatch import local as local_backend
+from scaling.errors import ClipscaleError
+from scaling.plan import Plan, plan
+from scaling.store import connect, runs
+from scaling.store.models import Attempt, Submission
+
+pytestmark = pytest.mark.torch
+
+SWEEP = """\
+defaults:
+  - gpu: a100
+  - cluster: local
+  - _self_
+name: {name}
+data_root: {root}
+runs_root: {runs}
+eval:
+  root: {root}/toy/eval
+  sets:
+    - {{name: toy_shapes, task: zeroshot_classification}}
+model: [toy-xs]
+data: [toy-1k]
+samples_seen: [256, 384]
+train: {{lr: 2.0e-3, warmup: 2, batch_size: 32, gpus: 1, workers: 1, precision: fp32, epochs: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    toyworld.write_world(root, {"toy-1k": 1000})
+    return root
+
+
+def make_plan(
+    tmp: Path, world: Path, name: str = "disp", extra: str = "", overrides: list[str] | None = None
+) -> Plan:
+    path = tmp / f"{name}.yaml"
+    path.write_text(SWEEP.format(name=name, root=world, runs=tmp / "runs") + extra)
+    return plan(str(path), overrides or [])
+
+
+def wait_done(p: Plan, engine: sa.Engine, timeout_s: float = 300) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        summary = reconcile(p, engine)
+        if summary.active == 0:
+            return summary
+        assert time.monotonic() < deadline, summary
+        time.sleep(1)
+
+
+def attempts(engine: sa.Engine) -> list[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(Attempt.point_id, Attempt.state, Attempt.key).order_by(Attempt.id)
+        ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def test_launch_returns_at_once_then_status_ingests_and_rerun_submits_nothing(
+    world: Path, tmp_path: Path
+) -> None:
+    p = make_plan(tmp_path, world)
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    started = time.monotonic()
+    report = launch(p, engine)
+    assert report.submitted == 2 and len(report.batches) == 1
+    # Launching returned while the points are still to train (a run takes seconds).
+    first = reconcile(p, engine)
+    assert first.active == 2, first.counts
+    assert time.monotonic() - started < 60
+    summary = wait_done(p, engine)
+    assert summary.counts == {"succeeded": 2}, summary
+    frame = runs(str(engine.url), "sweep=disp")
+    assert sorted(frame["status"]) == ["succeeded", "succeeded"]
+    assert frame["toy_shapes/acc1"].notna().all()
+    # One attempt per point, filled from its outcome (no extra rows from ingesting it).
+    assert sorted(s for _, s, _ in attempts(engine)) == ["succeeded", "succeeded"]
+    again = launch(p, engine)
+    assert again.submitted == 0 and again.skipped == {"finished": 2}
+    assert len(attempts(engine)) == 2
+
+
+def test_failed_point_needs_retry_failed_and_respects_max_attempts(world: Path, tmp_path: Path) -> None:
+    # An extra trainer argument it rejects makes every attempt fail fast.
+    p = make_plan(
+        tmp_path, world, "bad", overrides=["samples_seen=[256]", "+train.extra_args=[--no-such-flag]"]
+    )
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    launch(p, engine)
+    summary = wait_done(p, engine)
+    assert summary.counts == {"failed": 1}
+    assert "open_clip_train exited" in summary.failures[0][1]
+    assert launch(p, engine).skipped == {"failed (resubmit with --retry-failed)": 1}
+    assert launch(p, engine, LaunchOptions(retry_failed=True, max_attempts=2)).submitted == 1
+    wait_done(p, engine)
+    last = launch(p, engine, LaunchOptions(retry_failed=True, max_attempts=2))
+    assert last.submitted == 0 and last.skipped == {"had 2 attempts (--max-attempts)": 1}
+    assert [s for _, s, _ in attempts(engine)] == ["failed", "failed"]
+
+
+def test_cancel_stops_queued_and_running_points(world: Path, tmp_path: Path) -> None:
+    p = make_plan(tmp_path, world, "stop", overrides=["samples_seen=[4096, 8192]"])
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    launch(p, engine)
+    assert cancel(p, engine) == 2
+    summary = wait_done(p, engine, 60)
+    assert summary.counts == {"cancelled": 2}
+    # Cancelled points are submitted again by the next launch.
+    assert launch(p, engine, LaunchOptions(dry_run=True)).submitted == 2
+
+
+def test_intent_of_a_killed_launcher_is_voided_and_the_point_resubmitted(world: Path, tmp_path: Path) -> None:
+    p = make_plan(tmp_path, world, "kill", overrides=["samples_seen=[256]"])
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    point = p.points[0].point.id
+    # A launcher that recorded its intent and died before starting a runner.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    from scaling.dispatch.backends import jobs_root
+    from scaling.store.attempts import NewSubmission, add_submissions, locked
+
+    assert launch(p, engine, LaunchOptions(dry_run=True)).submitted == 1  # records the points
+    folder = jobs_root(p) / "clipscale-kill-dead"
+    batch = NewSubmission("clipscale-kill-dead", "local", (point,), str(folder), {"parallelism": 1})
+    owner = f"{os.uname().nodename} {dead.stdout.strip()} 1"
+    locked(engine, "kill", lambda conn: add_submissions(conn, "kill", [batch], owner))
+    assert launch(p, engine, LaunchOptions(dry_run=True)).skipped == {"pending or running": 1}
+    assert recover(p, engine) == (0, 1)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(Submission.state)).scalar() == "void"
+    report = launch(p, engine)
+    assert report.submitted == 1
+    wait_done(p, engine)
+    assert [s for _, s, _ in attempts(engine)] == ["void", "succeeded"]
+
+
+def test_local_claim_lets_exactly_one_of_runner_and_recovery_win(tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    assert local_backend.settle(folder) is None  # recovery came first: void
+    assert local_backend._claim(folder) is False  # so a late runner stands down
+    other = tmp_path / "other"
+    other.mkdir()
+    assert local_backend._claim(other) is True
+    assert local_backend.settle(other) == f"local:{os.getpid()}"
+    assert local_backend.settle(tmp_path / "never-made") is None
+
+
+def test_launch_validates_the_whole_plan_first(world: Path, tmp_path: Path) -> None:
+    p = make_plan(tmp_path, world, "val", overrides=["data=[toy-1k,toy-4k]"])
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    with pytest.raises(ClipscaleError, match=r"shard .*toy-4k.* not found"):
+        launch(p, engine)
+    assert attempts(engine) == []
+    bad = make_plan(tmp_path, world, "par", overrides=["cluster.parallelism=0"])
+    with pytest.raises(ClipscaleError, match=r"cluster\.parallelism must be"):
+        launch(bad, engine)
+
+
+def test_scaling_launch_and_status_cli(world: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cli.yaml"
+    path.write_text(SWEEP.format(name="cli", root=world, runs=tmp_path / "runs"))
+    env = {
+        **os.environ,
+        "CLIPSCALE_CACHE_DIR": str(tmp_path / "cache"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/ml.db",
+    }
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    base = [sys.executable, "-m", "scaling.cli"]
+    out = subprocess.run(
+        [*base, "launch", f"sweep={path}", "--db", db], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "submitted 2 points in 1 local batches" in out.stdout and "scaling status" in out.stdout
+    out = subprocess.run([*base, "status", f"sweep={path}", "--db", db, "--watch", "--every", "1"],
+                         capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (
+        out.stdout.strip().splitlines()[-1].startswith("sweep cli [")
+        and "2/2 done: 2 succeeded" in out.stdout
+    )
+    csv = subprocess.run(
+        [*base, "runs", "sweep=cli", "--db", db, "--format", "csv"], capture_output=True, text=True
+    )
+    assert (
+        csv.returncode == 0 and len(csv.stdout.strip().splitlines()) == 3 and "toy_shapes/acc1" in csv.stdout
+    )
+    launch_on_slurm = [*base, "launch", f"sweep={path}", "--db", db, "cluster=slurm"]
+    bad = subprocess.run(launch_on_slurm, capture_output=True, text=True, env={**env, "PATH": "/nonexistent"})
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "sinfo" in bad.stderr
