@@ -60,7 +60,8 @@ def test_large_sweeps_are_cut_to_max_array_size(write_sweep: Callable[[str, str]
     ("overrides", "message"),
     [
         (["+cluster.colour=red"], r"cluster: unknown key 'colour' \(valid: kind, partition"),
-        (["cluster.gpus_per_node=0"], r"cluster.gpus_per_node must be positive"),
+        (["cluster.gpus_per_node=-1"], r"cluster.gpus_per_node must be positive"),
+        (["cluster.cpus_per_gpu=0"], r"cluster.cpus_per_gpu must be positive"),
         (["cluster.time_limit_min=soon"], r"cluster.time_limit_min must be a number"),
         (["cluster.gpus_per_node=3"], r"trains on \d+ GPUs, not a whole number of 3-GPU nodes"),
         (["cluster.additional_parameters=[a]"], r"Error merging override cluster.additional_parameters"),
@@ -82,3 +83,11 @@ def test_extra_sbatch_options_are_part_of_the_class() -> None:
     p = plan("paper", ["+cluster.additional_parameters={mail-type: FAIL}"])
     r = resources(p.points[0], slurm_settings(p.sweep.cluster))
     assert r.additional_parameters == (("mail-type", "FAIL"),)
+
+
+def test_cpu_only_nodes_ask_for_no_gpus_and_one_task_per_rank(write_sweep) -> None:  # type: ignore[no-untyped-def]
+    p = plan("toy", ["cluster=slurm", "model=[toy-s]", "data=[toy-4k]", "samples_seen=[4k]", "train.gpus=2"])
+    s = slurm_settings(p.sweep.cluster)
+    assert s.gpus_per_node == 0 and s.signal_delay_s == 30  # the toy sweep's clusters.slurm settings
+    r = resources(p.points[0], s)
+    assert (r.nodes, r.gpus_per_node, r.tasks_per_node, r.cpus_per_task) == (1, 0, 2, 1)
