@@ -1,0 +1,231 @@
+"""Dispatch against a real one-node Slurm (launchers/slurm-dev-cluster.sh): arrays, status
+with sacct, a launcher killed at random moments, a time limit hit and resumed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from scaling import toyworld
+from scaling.outcome import read_outcome
+from scaling.plan import Plan, plan
+from scaling.store import connect
+from scaling.store.models import Attempt, Submission
+from scaling.train import run_dir
+
+pytestmark = [pytest.mark.torch, pytest.mark.slurm]
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "launchers" / "slurm-dev-cluster.sh"
+
+SWEEP = """\
+defaults:
+  - gpu: a100
+  - cluster: slurm
+  - _self_
+name: {name}
+data_root: {root}
+runs_root: {runs}
+eval:
+  root: {root}/toy/eval
+  sets:
+    - {{name: toy_shapes, task: zeroshot_classification}}
+model: [toy-xs]
+data: [toy-1k]
+samples_seen: [256, 384, 512]
+train: {{lr: 2.0e-3, warmup: 2, batch_size: 32, gpus: 1, workers: 1, precision: fp32, epochs: 2, seed: 0}}
+clusters:
+  slurm: {{gpus_per_node: 0, cpus_per_gpu: 1, mem_gb_per_gpu: 1, time_limit_min: 60, signal_delay_s: 30,
+          max_array_size: 2}}
+"""
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[str]:
+    """The dev cluster: reused if one is up, else started here and stopped afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("the one-node Slurm needs root (launchers/slurm-dev-cluster.sh)")
+    if subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0:
+        yield _node()
+        return
+    up = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stderr[-2000:]
+    try:
+        yield _node()
+    finally:
+        subprocess.run([str(SCRIPT), "down"], capture_output=True, timeout=120)
+
+
+def _node() -> str:
+    return subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split()[0]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    toyworld.write_world(root, {"toy-1k": 1000})
+    return root
+
+
+def sweep_file(tmp: Path, world: Path, name: str) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(SWEEP.format(name=name, root=world, runs=tmp / "runs"))
+    return path
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)  # fmt: skip
+
+
+def queued(names: set[str]) -> list[tuple[str, str, str]]:
+    """(task id, job name, reason) of every queued task of these job names."""
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%r"], capture_output=True, text=True, check=True)
+    rows = [tuple(line.split("|")) for line in out.stdout.splitlines() if line.strip()]
+    return [r for r in rows if r[1] in names]  # type: ignore[misc]
+
+
+def env_for(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CLIPSCALE_CACHE_DIR": str(tmp / "cache"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
+    }
+
+
+def test_toy_sweep_runs_as_arrays_and_status_watch_ingests_every_point(
+    slurm_cluster: str, world: Path, tmp_path: Path
+) -> None:
+    path = sweep_file(tmp_path, world, "arrays")
+    env = env_for(tmp_path)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    out = cli("launch", f"sweep={path}", "--db", db, env=env)
+    assert out.returncode == 0, out.stderr
+    # 3 points, MaxArraySize 2: two arrays, and the launcher returned before they ended.
+    assert "submitted 3 points in 2 job arrays" in out.stdout, out.stdout
+    engine = connect(db)
+    with engine.connect() as conn:
+        tokens = set(conn.execute(sa.select(Submission.token)).scalars())
+    assert len(queued(tokens)) >= 1
+    out = cli("status", f"sweep={path}", "--db", db, "--watch", "--every", "2", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "3/3 done: 3 succeeded" in out.stdout.splitlines()[-1]
+    csv = cli("runs", "sweep=arrays", "--db", db, "--format", "csv", env=env)
+    lines = csv.stdout.strip().splitlines()
+    assert (
+        len(lines) == 4 and "toy_shapes/acc1" in lines[0] and all(",succeeded," in line for line in lines[1:])
+    )
+    with engine.connect() as conn:
+        jobs = conn.execute(sa.select(Attempt.job_id, Attempt.state, Attempt.node)).all()
+    assert len(jobs) == 3 and all(state == "succeeded" and node for _, state, node in jobs)
+    assert all("_" in job for job, _, _ in jobs)  # array task ids
+
+
+@pytest.fixture()
+def drained(slurm_cluster: str) -> Iterator[None]:
+    """The node takes no jobs, so submitted tasks stay queued while we count them."""
+    subprocess.run(
+        ["scontrol", "update", f"NodeName={slurm_cluster}", "State=DRAIN", "Reason=kill-test"], check=True
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(["scontrol", "update", f"NodeName={slurm_cluster}", "State=RESUME"], check=True)
+
+
+def test_launcher_killed_at_20_random_moments_submits_every_point_exactly_once(
+    drained: None, world: Path, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path)
+    rng = random.Random(5)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = connect(db)
+    # How long an unkilled launch takes, so kills land all over it.
+    six = "samples_seen=[256,320,384,448,512,576]"  # 3 arrays of 2 (MaxArraySize)
+    path = sweep_file(tmp_path, world, "probe")
+    assert cli("plan", f"sweep={path}", six, env=env).returncode == 0  # MACs cached, as for a user
+    started = time.monotonic()
+    assert cli("launch", f"sweep={path}", six, "--db", db, env=env).returncode == 0
+    span = time.monotonic() - started
+    voided, settled = [], []
+    for i in range(20):
+        path = sweep_file(tmp_path, world, f"kill{i}")
+        overrides = [six, f"train.seed={i + 1}"]  # new point ids every round (the probe has seed 0)
+        args = [sys.executable, "-m", "scaling.cli", "launch", f"sweep={path}", *overrides, "--db", db]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        # Most of a launch is start-up and validation; the kills favour its submitting end.
+        delay = rng.uniform(0.5 * span, 1.05 * span)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        again = cli("launch", f"sweep={path}", *overrides, "--db", db, env=env)
+        assert again.returncode == 0, again.stderr
+        settled.append(
+            next((line.split(": ")[1] for line in again.stdout.splitlines() if "settled" in line), "-")
+        )
+        assert (
+            cli("status", f"sweep={path}", *overrides, "--db", db, "--no-tracking", env=env).returncode == 0
+        )
+        p = plan(str(path), overrides)
+        ids = {q.point.id for q in p.points}
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(Attempt.point_id, Attempt.state, Attempt.submission, Attempt.array_index).where(
+                    Attempt.point_id.in_(ids)
+                )
+            ).all()
+            family = Submission.family == f"kill{i}"
+            subs = dict(conn.execute(sa.select(Submission.token, Submission.state).where(family)).all())
+        live = [r for r in rows if r.state != "void"]
+        assert sorted(r.point_id for r in live) == sorted(ids), f"kill {i} after {delay:.2f} s: {rows}"
+        tasks = queued(set(subs))
+        by_point: dict[str, int] = {}
+        where = {(r.submission, r.array_index): r.point_id for r in live}
+        for task_id, token, reason in tasks:
+            assert subs[token] == "released", f"kill {i}: queued task {task_id} of a {subs[token]} submission"
+            assert reason != "JobHeldUser", f"kill {i}: {task_id} still held"
+            point = where[(token, int(task_id.split("_")[1]))]
+            by_point[point] = by_point.get(point, 0) + 1
+        assert by_point == dict.fromkeys(ids, 1), f"kill {i} after {delay:.2f} s: {tasks}"
+        voided.append(sum(1 for r in rows if r.state == "void"))
+    subprocess.run(["scancel", "--user", "root"], check=False)
+    print(f"launch takes {span:.2f} s; voided attempts after each kill: {voided}; settled: {settled}")
+
+
+def test_time_limit_requeues_and_the_run_resumes_to_the_planned_samples(
+    slurm_cluster: str, world: Path, tmp_path: Path
+) -> None:
+    # One point that trains for well over its 1-minute limit, in 16 short epochs (a
+    # checkpoint each); Slurm signals it 20 s (give or take its 60 s resolution) before.
+    overrides = ["model=[toy-s]", "samples_seen=[48000]", "train.epochs=16",
+                 "clusters.slurm.time_limit_min=1", "clusters.slurm.signal_delay_s=20"]  # fmt: skip
+    path = sweep_file(tmp_path, world, "limit")
+    env = env_for(tmp_path)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    assert cli("launch", f"sweep={path}", *overrides, "--db", db, env=env).returncode == 0
+    out = cli(
+        "status", f"sweep={path}", *overrides, "--db", db, "--watch", "--every", "3", "--no-tracking", env=env
+    )
+    assert out.returncode == 0, out.stderr
+    p: Plan = plan(str(path), overrides)
+    point = p.points[0].point
+    outcome = read_outcome(run_dir(p.sweep.runs_root, point))
+    assert outcome is not None and outcome.status == "succeeded", out.stdout
+    assert outcome.samples_seen == point.samples_seen == 48000
+    engine = connect(db)
+    with engine.connect() as conn:
+        job = conn.execute(sa.select(Attempt.job_id)).scalar_one()
+    history = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job, "-o", "State"], capture_output=True,
+                             text=True).stdout.split()  # fmt: skip
+    assert "REQUEUED" in history or "TIMEOUT" in history, history
+    log = (run_dir(p.sweep.runs_root, point) / "out.log").read_text()
+    assert "resum" in log.lower()
