@@ -15,16 +15,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on the embedded default. For now: plan the toy and paper grids, generate
-# the toy world, train + evaluate one toy point for real on the CPU, store it (results.db,
-# mlflow.db) and query it back.
+# The main job on the embedded default: plan the toy and paper grids, generate the toy
+# world, launch the toy grid on this machine (18 points, trained and evaluated for real on
+# the CPU), follow it until every point is stored (results.db, mlflow.db), query it back.
+# Rerunning it trains nothing again: finished points are skipped.
 demo: setup
 	$(BIN)/scaling plan sweep=toy
 	$(BIN)/scaling plan sweep=paper gpu=a100
 	$(BIN)/scaling toyworld
-	$(BIN)/scaling run sweep=toy model=toy-m data=toy-64k samples_seen=16k
-	$(BIN)/scaling ingest sweep=toy
+	$(BIN)/scaling launch sweep=toy cluster=local
+	$(BIN)/scaling status sweep=toy --watch --every 15
 	$(BIN)/scaling runs sweep=toy status=succeeded
+	@echo "results: results.db (scaling runs sweep=toy), mlflow.db (mlflow ui --backend-store-uri sqlite:///mlflow.db), runs/ (one directory per point)"
 
 lint: setup
 	$(BIN)/ruff check scaling tests bench

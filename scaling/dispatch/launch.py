@@ -367,10 +367,11 @@ def summarize(plan: Plan, engine: Engine, ingested: int = 0) -> Summary:
     spent = 0.0
     failures = []
     now = _now()
+    done = _finished(plan, history)
     for p in plan.points:
         h = history.get(p.point.id, [])
         state = h[-1].state if h else "not submitted"
-        if not h and p.point.id in _finished(plan, history):
+        if not h and p.point.id in done:
             state = "succeeded"
         counts[state] = counts.get(state, 0) + 1
         if h and state in FAILURES:

@@ -222,10 +222,13 @@ def _run_task(folder: Path, index: int, slots: Path, width: int) -> None:
         state = _read_state(folder, index)
         if state is not None and state.state == "cancelled":
             return
+        # Points running side by side share the cores rather than each taking them all.
+        env = {**os.environ}
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // width)))
         with open(folder / f"{index}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "scaling.dispatch.local", str(folder), "--task", str(index)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
             )  # fmt: skip
             _write_state(folder, index, "running", pid=proc.pid, started=_now())
             code = proc.wait()
