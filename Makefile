@@ -41,6 +41,8 @@ test: lint typecheck
 bench: setup
 	$(BIN)/python bench/cost_calibration.py
 	$(BIN)/python bench/store_bench.py
+	# needs root: runs on the one-node dev Slurm (launchers/slurm-dev-cluster.sh)
+	$(BIN)/python bench/dispatch_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
