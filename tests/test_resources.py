@@ -91,3 +91,11 @@ def test_cpu_only_nodes_ask_for_no_gpus_and_one_task_per_rank(write_sweep) -> No
     assert s.gpus_per_node == 0 and s.signal_delay_s == 30  # the toy sweep's clusters.slurm settings
     r = resources(p.points[0], s)
     assert (r.nodes, r.gpus_per_node, r.tasks_per_node, r.cpus_per_task) == (1, 0, 2, 1)
+
+
+def test_an_epoch_must_fit_well_inside_the_time_limit() -> None:
+    from scaling.dispatch.backends import SlurmBackend
+
+    p = plan("paper", ["cluster=slurm", "cluster.time_limit_min=60"])
+    with pytest.raises(ClipscaleError, match=r"one epoch takes about \d+ min, more than half its 60-min"):
+        SlurmBackend(p).validate(p.points)

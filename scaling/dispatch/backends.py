@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from scaling.compute import cache_dir
 from scaling.dispatch import local, slurm
+from scaling.errors import ClipscaleError
 from scaling.plan import Plan, PlannedPoint
 from scaling.resources import Resources, SlurmSettings, job_arrays, resources, slurm_settings
 from scaling.store.attempts import SubmissionInfo
@@ -47,6 +48,8 @@ class SlurmBackend:
 
     def validate(self, points: Sequence[PlannedPoint]) -> None:
         classes = {resources(p, self.settings) for p in points}
+        for p in points:
+            _check_epoch_length(p, resources(p, self.settings), self.settings)
         if classes:
             slurm.check_resources(sorted(classes, key=repr), slurm.partitions())
 
@@ -92,6 +95,20 @@ class SlurmBackend:
 
     def log_path(self, sub: SubmissionInfo, index: int) -> Path:
         return Path(sub.folder) / f"{sub.job_id}_{index}_0_log.err"
+
+
+def _check_epoch_length(p: PlannedPoint, r: Resources, s: SlurmSettings) -> None:
+    """A requeued job resumes from its last epoch checkpoint: an epoch must fit well inside
+    one time limit (half of it, less the warning), or a run would never get past it."""
+    epochs = p.point.train.epochs or 1
+    epoch_min = p.gpu_hours * 60 / p.point.train.gpus / epochs
+    room = (r.time_min - s.signal_delay_s / 60) / 2
+    if epoch_min > room:
+        raise ClipscaleError(
+            f"point {p.point.id}: one epoch takes about {epoch_min:,.0f} min, more than half its "
+            f"{r.time_min}-min time limit, so a requeued job could lose it every time: raise "
+            f"train.epochs (now {epochs}) or cluster.time_limit_min"
+        )
 
 
 class LocalBackend:
