@@ -64,6 +64,18 @@ def calls(log: Path) -> dict[str, int]:
     return out
 
 
+def _cancel_all(db: Path) -> None:
+    """Cancel the benchmark's arrays before the node takes jobs again."""
+    import sqlite3
+
+    if not db.exists():
+        return
+    with sqlite3.connect(db) as conn:
+        jobs = [j for (j,) in conn.execute("SELECT job_id FROM submissions WHERE job_id IS NOT NULL")]
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True)
+
+
 def main() -> int:
     started_cluster = subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode != 0
     if started_cluster:
@@ -128,7 +140,7 @@ def main() -> int:
         OUT.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
     finally:
-        subprocess.run(["scancel", "--name", "", "--user", "root"], capture_output=True)
+        _cancel_all(tmp / "results.db")
         subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], capture_output=True)
         if started_cluster:
             subprocess.run([str(SCRIPT), "down"], capture_output=True)
