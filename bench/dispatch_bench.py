@@ -102,6 +102,7 @@ def main() -> int:
         )
         launch_s = time.perf_counter() - t
         assert out.returncode == 0, out.stderr
+        launched = out.stdout.strip().splitlines()[0]
         launch_calls = calls(log)
         t = time.perf_counter()
         out = subprocess.run([*scaling, "status", f"sweep={sweep}", "--db", db, "--no-tracking"], env=env,
@@ -127,7 +128,7 @@ def main() -> int:
             "points": len(p.points),
             "resource_classes": 2,
             "launch_s": round(launch_s, 2),
-            "launch_output": out.stdout.strip().splitlines()[0] if out.stdout else "",
+            "launch_output": launched,
             "launch_calls": launch_calls,
             "status_cli_s": round(status_cli_s, 2),
             "status_calls": status_calls,
