@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -170,16 +171,12 @@ def jobs_root(plan: Plan) -> Path:
 
 
 def owner() -> str:
-    import socket
-
     return f"{socket.gethostname()} {os.getpid()} {_start_time(os.getpid())}"
 
 
 def owner_gone(text: str, age_s: float) -> bool:
     """Whether the launcher that wrote an intent can still be submitting it: on this host,
     while its process lives; on another host, assumed for ten minutes."""
-    import socket
-
     host, _, rest = text.partition(" ")
     pid, _, start = rest.partition(" ")
     if host != socket.gethostname():

@@ -44,6 +44,7 @@ from scaling.store.attempts import (
     update_attempts,
 )
 from scaling.store.db import transaction
+from scaling.sync import planned_rows
 from scaling.train import run_dir
 
 
@@ -68,12 +69,6 @@ class LaunchReport:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _planned_rows(plan: Plan) -> list[Any]:
-    from scaling.sync import planned_rows
-
-    return planned_rows(plan)
 
 
 def validate(plan: Plan, backend: Backend) -> None:
@@ -215,11 +210,10 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
     """Submit every point of the sweep that is not finished, pending or running."""
     backend = backend_for(plan)
     validate(plan, backend)
-    record_points(engine, plan.sweep.name, _planned_rows(plan), description=plan.sweep.description)
     adopted, voided = 0, 0
     if not options.dry_run:  # a dry run only reads
         adopted, voided = recover(plan, engine)
-        reconcile(plan, engine)
+        reconcile(plan, engine)  # records the sweep's points, and what became of earlier jobs
 
     def reserve(conn: Connection) -> tuple[list[NewSubmission], dict[str, int]]:
         chosen, skipped = _choose(plan, conn, options)
@@ -290,7 +284,7 @@ def reconcile(plan: Plan, engine: Engine, track: Callable[[Path], object] | None
     """Bring the store up to date with the scheduler (one query for all jobs) and ingest
     every run that finished since the last call."""
     family = plan.sweep.name
-    record_points(engine, family, _planned_rows(plan), description=plan.sweep.description)
+    record_points(engine, family, planned_rows(plan), description=plan.sweep.description)
     recover(plan, engine)
     history = transaction(engine, lambda conn: attempts_of(conn, family))
     live = [h[-1] for h in history.values() if h and h[-1].state in ACTIVE and h[-1].submission]

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -310,7 +310,3 @@ def _time(text: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:  # "Unknown", "None"
         return None
-
-
-def describe(r: Resources) -> dict[str, Any]:
-    return asdict(r)
