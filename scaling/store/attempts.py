@@ -24,9 +24,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from scaling.store.db import transaction
 from scaling.store.ingest import _family, _now
-from scaling.store.models import Attempt, Family, FamilyPoint, Point, Submission
+from scaling.store.models import ACTIVE_STATES, Attempt, Family, FamilyPoint, Point, Submission
 
-ACTIVE = frozenset({"submitting", "pending", "running", "requeued"})
+ACTIVE = ACTIVE_STATES
 RESULTS = frozenset({"succeeded", "diverged"})
 FAILURES = frozenset({"failed", "timeout", "out_of_memory", "node_fail", "lost"})
 T = TypeVar("T")

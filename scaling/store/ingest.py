@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from scaling.errors import ClipscaleError
 from scaling.outcome import POINT_FILE, STATUSES, Outcome, read_outcome
 from scaling.store.db import transaction
-from scaling.store.models import Attempt, Family, FamilyPoint, Metric, Point
+from scaling.store.models import ACTIVE_STATES, Attempt, Family, FamilyPoint, Metric, Point
 
 METRIC_COLUMNS = (
     "acc1", "acc5", "mean_per_class_recall", "image_retrieval_recall@5", "text_retrieval_recall@5",
@@ -179,6 +179,25 @@ def _time(text: str) -> datetime | None:
         return None
 
 
+_STILL_ACTIVE = ""
+
+
+def _dispatched_attempt(conn: Connection, point_id: str) -> str | None:
+    """The key of the point's newest launched attempt, which an outcome on disk belongs to
+    (a run ingested by hand, outside ``scaling status``, has none and gets its own row).
+    While that attempt is still queued or running, the outcome is an earlier one's:
+    ``_STILL_ACTIVE``, and no attempt is touched."""
+    row = conn.execute(
+        sa.select(Attempt.key, Attempt.state)
+        .where(Attempt.point_id == point_id, Attempt.submission.is_not(None), Attempt.state != "void")
+        .order_by(Attempt.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return _STILL_ACTIVE if row.state in ACTIVE_STATES else str(row.key)
+
+
 def ingest_run(
     engine: Engine,
     run_dir: Path,
@@ -194,13 +213,15 @@ def ingest_run(
 
     def work(conn: Connection) -> None:
         _family(conn, family, "sweep", "")
-        _points(conn, family, [point], keep_status=False)
-        if attempt_key is None:
+        key = attempt_key or _dispatched_attempt(conn, point.id)
+        # A point being run again keeps its queued/running status until that run ends.
+        _points(conn, family, [point], keep_status=key == _STILL_ACTIVE)
+        if key is None:
             upsert(conn, Attempt, [attempt], ["point_id", "key"], update)
-        else:
+        elif key != _STILL_ACTIVE:
             conn.execute(
                 sa.update(Attempt)
-                .where(Attempt.point_id == point.id, Attempt.key == attempt_key)
+                .where(Attempt.point_id == point.id, Attempt.key == key)
                 .values({k: attempt[k] for k in update})
             )
         # The newest outcome's metrics replace the point's old ones as a whole.

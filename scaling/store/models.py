@@ -45,6 +45,10 @@ class FamilyPoint(Base):
     __table_args__ = (Index("ix_family_points_point", "point_id"),)
 
 
+# Attempt states in which a point is taken: its job is being submitted, queued or running.
+ACTIVE_STATES = frozenset({"submitting", "pending", "running", "requeued"})
+
+
 class Attempt(Base):
     """One try at running a point: a local process or a Slurm job (array task)."""
 
