@@ -210,3 +210,34 @@ def test_scaling_launch_and_status_cli(world: Path, tmp_path: Path) -> None:
     launch_on_slurm = [*base, "launch", f"sweep={path}", "--db", db, "cluster=slurm"]
     bad = subprocess.run(launch_on_slurm, capture_output=True, text=True, env={**env, "PATH": "/nonexistent"})
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "sinfo" in bad.stderr
+
+
+def test_sacct_lines_expand_pending_ranges_and_map_states() -> None:
+    from scaling.dispatch.slurm import _minutes, _tasks, parse_sacct
+
+    text = (
+        "12_[2-4,7%2]|PENDING|None assigned|Unknown|Unknown|Priority|0:0\n"
+        "12_0|COMPLETED|node1|2026-01-01T00:00:00|2026-01-01T00:10:00|None|0:0\n"
+        "12_1|OUT_OF_MEMORY|node1|2026-01-01T00:00:00|2026-01-01T00:01:00|None|0:125\n"
+        "13_0|CANCELLED by 0|node2|2026-01-01T00:00:00|2026-01-01T00:02:00|None|0:15\n"
+    )
+    states = parse_sacct(text)
+    assert sorted(states) == ["12_0", "12_1", "12_2", "12_3", "12_4", "12_7", "13_0"]
+    assert (
+        states["12_3"].state == "pending"
+        and states["12_3"].node is None
+        and states["12_3"].reason == "Priority"
+    )
+    assert states["12_0"].state == "completed" and states["12_0"].node == "node1"
+    assert (
+        states["12_1"].state == "out_of_memory" and states["12_1"].reason == "OUT_OF_MEMORY, exit code 0:125"
+    )
+    assert states["13_0"].state == "cancelled"
+    assert _tasks("5_3") == ["5_3"] and _tasks("7") == ["7"]
+    assert [_minutes(t) for t in ("infinite", "30:00", "1-00:00:00", "2:00:30", "45")] == [
+        None,
+        30,
+        1440,
+        121,
+        45,
+    ]

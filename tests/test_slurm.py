@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -229,3 +230,61 @@ def test_time_limit_requeues_and_the_run_resumes_to_the_planned_samples(
     assert "REQUEUED" in history and history[-1] == "COMPLETED", history
     log = (run_dir(p.sweep.runs_root, point) / "out.log").read_text()
     assert "resum" in log.lower()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["cluster.partition=nope"], r"^error: the cluster has no partition 'nope' \(partitions: "),
+        (
+            ["clusters.slurm.mem_gb_per_gpu=100000"],
+            r"^error: a job asks for 100000 GB per node but the nodes of",
+        ),
+        (["clusters.slurm.cpus_per_gpu=512"], r"^error: a job asks for 512 CPUs per node"),
+        (
+            ["clusters.slurm.gpus_per_node=1"],
+            r"^error: a job asks for 1 GPUs per node but the nodes of .* have 0",
+        ),
+    ],
+)
+def test_bad_resources_are_refused_before_anything_is_submitted(
+    slurm_cluster: str, world: Path, tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    path = sweep_file(tmp_path, world, "badres")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    out = cli("launch", f"sweep={path}", *overrides, "--db", db, env=env_for(tmp_path))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert re.search(message, out.stderr), out.stderr
+    assert not (tmp_path / "runs" / "_jobs").exists()
+    if (tmp_path / "r.db").exists():
+        with connect(db).connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(Attempt)).scalar() == 0
+
+
+def test_sbatch_refusal_is_one_line_and_leaves_nothing_pending(
+    slurm_cluster: str, world: Path, tmp_path: Path
+) -> None:
+    path = sweep_file(tmp_path, world, "refused")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    env = env_for(tmp_path)
+    bad = ["+clusters.slurm.additional_parameters={no-such-sbatch-option: 1}", "samples_seen=[256]"]
+    out = cli("launch", f"sweep={path}", *bad, "--db", db, env=env)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: sbatch refused the array"), out.stderr
+    with connect(db).connect() as conn:
+        assert set(conn.execute(sa.select(Attempt.state)).scalars()) == {"void"}
+    # The refused submission holds nothing: the next launch submits the point.
+    dry = cli("launch", f"sweep={path}", "samples_seen=[256]", "--db", db, "--dry-run", env=env)
+    assert "would submit 1 points" in dry.stdout, dry.stdout
+
+
+def test_slurm_down_is_one_line(slurm_cluster: str, world: Path, tmp_path: Path) -> None:
+    # A client configured for a controller that does not answer (a port nothing listens on).
+    conf = tmp_path / "slurm.conf"
+    text = Path("/etc/slurm/slurm.conf").read_text()
+    conf.write_text(re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=1", text))
+    path = sweep_file(tmp_path, world, "down")
+    out = cli("launch", f"sweep={path}", "--db", f"sqlite:///{tmp_path / 'r.db'}",
+              env={**env_for(tmp_path), "SLURM_CONF": str(conf)}, timeout=300)  # fmt: skip
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: cannot read the cluster's partitions: sinfo"), out.stderr

@@ -113,8 +113,10 @@ def _minutes(limit: str) -> int | None:
         return None
     days, _, rest = limit.rpartition("-")
     parts = [int(p) for p in rest.split(":")]
-    while len(parts) < 3:
-        parts = [0, *parts] if len(parts) == 2 else [0, 0, *parts]
+    if len(parts) == 1:  # a bare number is minutes, as in sbatch --time
+        parts = [0, parts[0], 0]
+    elif len(parts) == 2:  # minutes:seconds
+        parts = [0, *parts]
     h, m, s = parts
     return int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
 
