@@ -10,6 +10,8 @@ call for all jobs of a sweep, and cancelling one ``scancel``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -207,7 +209,9 @@ def submit_held(folder: Path, jobs: Sequence[Any], params: Mapping[str, Any], ma
         delayed.dump(path)
     executor.parameters["map_count"] = len(jobs)
     try:
-        first = executor._submit_command(executor._submitit_command_str)
+        # submitit also prints sbatch's complaint; it is in the error we raise, once.
+        with contextlib.redirect_stderr(io.StringIO()):
+            first = executor._submit_command(executor._submitit_command_str)
     except (submitit.core.utils.FailedJobError, OSError, subprocess.SubprocessError) as e:
         raise ClipscaleError(f"sbatch refused the array: {first_line(str(e).strip())}") from None
     return str(first.job_id)
