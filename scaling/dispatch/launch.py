@@ -212,8 +212,8 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
     validate(plan, backend)
     adopted, voided = 0, 0
     if not options.dry_run:  # a dry run only reads
-        adopted, voided = recover(plan, engine)
-        reconcile(plan, engine)  # records the sweep's points, and what became of earlier jobs
+        # Records the sweep's points, settles earlier launches, and updates their jobs.
+        _, adopted, voided = _reconcile(plan, engine, None)
 
     def reserve(conn: Connection) -> tuple[list[NewSubmission], dict[str, int]]:
         chosen, skipped = _choose(plan, conn, options)
@@ -283,9 +283,16 @@ class Summary:
 def reconcile(plan: Plan, engine: Engine, track: Callable[[Path], object] | None = None) -> Summary:
     """Bring the store up to date with the scheduler (one query for all jobs) and ingest
     every run that finished since the last call."""
+    return _reconcile(plan, engine, track)[0]
+
+
+def _reconcile(
+    plan: Plan, engine: Engine, track: Callable[[Path], object] | None
+) -> tuple[Summary, int, int]:
+    """``reconcile``, also returning what ``recover`` adopted and voided."""
     family = plan.sweep.name
     record_points(engine, family, planned_rows(plan), description=plan.sweep.description)
-    recover(plan, engine)
+    adopted, voided = recover(plan, engine)
     history = transaction(engine, lambda conn: attempts_of(conn, family))
     live = [h[-1] for h in history.values() if h and h[-1].state in ACTIVE and h[-1].submission]
     subs = {s.token: s for s in submissions(engine, family, ["submitted", "released"])}
@@ -294,7 +301,8 @@ def reconcile(plan: Plan, engine: Engine, track: Callable[[Path], object] | None
     for launcher, group in _by_launcher(wanted).items():
         states.update(backend_for(plan, launcher).states(group))
     by_id = {p.point.id: p for p in plan.points}
-    changes, finished = [], []
+    changes: list[dict[str, Any]] = []
+    finished: list[AttemptInfo] = []
     for a in live:
         st = states.get((a.submission or "", a.array_index or 0))
         if st is None or st.state == a.state:
@@ -305,11 +313,11 @@ def reconcile(plan: Plan, engine: Engine, track: Callable[[Path], object] | None
         change["log_path"] = str(backend_for(plan, sub.launcher).log_path(sub, a.array_index or 0))
         if st.state not in ACTIVE:
             change.update(_ending(plan, by_id.get(a.point_id), st, Path(change["log_path"])))
-            finished.append((a, change["state"]))
+            finished.append(a)
         changes.append(change)
     update_attempts(engine, changes)
-    ingested = _ingest(plan, engine, [a for a, _ in finished], track)
-    return summarize(plan, engine, ingested)
+    ingested = _ingest(plan, engine, finished, track)
+    return summarize(plan, engine, ingested), adopted, voided
 
 
 def _ending(plan: Plan, p: PlannedPoint | None, st: Any, log: Path) -> dict[str, Any]:
