@@ -64,3 +64,38 @@ train:
   workers: 2
   precision: fp32
 """
+
+
+# The tiny sweep the dispatch tests launch: toy-xs on toy-1k, evaluated on one set; with
+# cluster=slurm, CPU-only one-task jobs in arrays of at most 2 on the dev cluster.
+DISPATCH_SWEEP = """\
+defaults:
+  - gpu: a100
+  - cluster: {cluster}
+  - _self_
+name: {name}
+data_root: {root}
+runs_root: {runs}
+eval:
+  root: {root}/toy/eval
+  sets:
+    - {{name: toy_shapes, task: zeroshot_classification}}
+model: [toy-xs]
+data: [toy-1k]
+samples_seen: [{samples}]
+train: {{lr: 2.0e-3, warmup: 2, batch_size: 32, gpus: 1, workers: 1, precision: fp32, epochs: 2, seed: 0}}
+clusters:
+  slurm: {{gpus_per_node: 0, cpus_per_gpu: 1, mem_gb_per_gpu: 1, time_limit_min: 60, signal_delay_s: 30,
+          max_array_size: 2}}
+"""
+
+
+def dispatch_sweep(
+    tmp: Path, world: Path, name: str, cluster: str = "local", samples: str = "256, 384"
+) -> Path:
+    """Write DISPATCH_SWEEP as ``{tmp}/{name}.yaml``, runs under ``{tmp}/runs``."""
+    path = tmp / f"{name}.yaml"
+    path.write_text(
+        DISPATCH_SWEEP.format(cluster=cluster, name=name, root=world, runs=tmp / "runs", samples=samples)
+    )
+    return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import dispatch_sweep
 
 from scaling import toyworld
 from scaling.dispatch import LaunchOptions, cancel, launch, reconcile, recover
@@ -23,24 +24,6 @@ from scaling.sync import sync_sweep
 
 pytestmark = pytest.mark.torch
 
-SWEEP = """\
-defaults:
-  - gpu: a100
-  - cluster: local
-  - _self_
-name: {name}
-data_root: {root}
-runs_root: {runs}
-eval:
-  root: {root}/toy/eval
-  sets:
-    - {{name: toy_shapes, task: zeroshot_classification}}
-model: [toy-xs]
-data: [toy-1k]
-samples_seen: [256, 384]
-train: {{lr: 2.0e-3, warmup: 2, batch_size: 32, gpus: 1, workers: 1, precision: fp32, epochs: 2}}
-"""
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -49,12 +32,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def make_plan(
-    tmp: Path, world: Path, name: str = "disp", extra: str = "", overrides: list[str] | None = None
-) -> Plan:
-    path = tmp / f"{name}.yaml"
-    path.write_text(SWEEP.format(name=name, root=world, runs=tmp / "runs") + extra)
-    return plan(str(path), overrides or [])
+def make_plan(tmp: Path, world: Path, name: str = "disp", overrides: list[str] | None = None) -> Plan:
+    return plan(str(dispatch_sweep(tmp, world, name)), overrides or [])
 
 
 def wait_done(p: Plan, engine: sa.Engine, timeout_s: float = 300) -> object:
@@ -180,8 +159,7 @@ def test_launch_validates_the_whole_plan_first(world: Path, tmp_path: Path) -> N
 
 
 def test_scaling_launch_and_status_cli(world: Path, tmp_path: Path) -> None:
-    path = tmp_path / "cli.yaml"
-    path.write_text(SWEEP.format(name="cli", root=world, runs=tmp_path / "runs"))
+    path = dispatch_sweep(tmp_path, world, "cli")
     env = {
         **os.environ,
         "CLIPSCALE_CACHE_DIR": str(tmp_path / "cache"),

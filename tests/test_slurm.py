@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import dispatch_sweep
 
 from scaling import toyworld
 from scaling.outcome import read_outcome
@@ -27,27 +28,6 @@ pytestmark = [pytest.mark.torch, pytest.mark.slurm]
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "launchers" / "slurm-dev-cluster.sh"
-
-SWEEP = """\
-defaults:
-  - gpu: a100
-  - cluster: slurm
-  - _self_
-name: {name}
-data_root: {root}
-runs_root: {runs}
-eval:
-  root: {root}/toy/eval
-  sets:
-    - {{name: toy_shapes, task: zeroshot_classification}}
-model: [toy-xs]
-data: [toy-1k]
-samples_seen: [256, 384, 512]
-train: {{lr: 2.0e-3, warmup: 2, batch_size: 32, gpus: 1, workers: 1, precision: fp32, epochs: 2, seed: 0}}
-clusters:
-  slurm: {{gpus_per_node: 0, cpus_per_gpu: 1, mem_gb_per_gpu: 1, time_limit_min: 60, signal_delay_s: 30,
-          max_array_size: 2}}
-"""
 
 
 @pytest.fixture(scope="session")
@@ -78,9 +58,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def sweep_file(tmp: Path, world: Path, name: str) -> Path:
-    path = tmp / f"{name}.yaml"
-    path.write_text(SWEEP.format(name=name, root=world, runs=tmp / "runs"))
-    return path
+    return dispatch_sweep(tmp, world, name, cluster="slurm", samples="256, 384, 512")
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
