@@ -109,3 +109,32 @@ class Metric(Base):
         Index("ix_metrics_dataset_metric_value", "dataset", "metric", "value"),
         {"sqlite_with_rowid": False},
     )
+
+
+class Fit(Base):
+    """One fitted law: what it was fitted on (family, selection filters, metric, frontier)
+    and what came out, so `scaling fit --history` shows how the law moved as points landed."""
+
+    __tablename__ = "fits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    family: Mapped[str] = mapped_column(ForeignKey("families.name", ondelete="CASCADE"))
+    selection: Mapped[str] = mapped_column(Text)  # the filters, canonical JSON
+    dataset: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(20))
+    bins: Mapped[int] = mapped_column(Integer)
+    fitted_at: Mapped[datetime]
+    n_runs: Mapped[int] = mapped_column(Integer)
+    n_frontier: Mapped[int] = mapped_column(Integer)
+    alpha: Mapped[float] = mapped_column(Float)
+    alpha_low: Mapped[float | None] = mapped_column(Float)
+    alpha_high: Mapped[float | None] = mapped_column(Float)
+    beta: Mapped[float] = mapped_column(Float)
+    beta_low: Mapped[float | None] = mapped_column(Float)
+    beta_high: Mapped[float | None] = mapped_column(Float)
+    level: Mapped[float] = mapped_column(Float)
+    r2: Mapped[float] = mapped_column(Float)
+    n_boot: Mapped[int] = mapped_column(Integer)
+    inputs: Mapped[str] = mapped_column(String(64))  # sha256 of the runs and values fitted
+    trigger: Mapped[str] = mapped_column(String(20))  # "fit" (on demand) or "ingest"
+    __table_args__ = (Index("ix_fits_key", "family", "dataset", "metric", "fitted_at"),)

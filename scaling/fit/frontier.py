@@ -1,0 +1,112 @@
+"""Frontiers of error against compute, for one set of runs or a batch of bootstrap resamples.
+
+Everything works in log10 space on runs sorted by (compute, error). A batch is a matrix of
+per-run counts (one row per resample): the binned and Pareto frontiers depend only on which
+runs are present, plain least squares through all runs on how often each is drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+METHODS = ("binned", "pareto", "all")
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """The points a law is fitted through: positions in log10 space and the run each came from."""
+
+    log_c: Array
+    log_e: Array
+    runs: NDArray[np.intp]  # index into the sorted runs
+
+
+def sort_runs(log_c: Array, log_e: Array) -> NDArray[np.intp]:
+    """Order by compute, then error: the Pareto scan and tie-breaking rely on it."""
+    return np.lexsort((log_e, log_c))
+
+
+def bin_edges(lo: Array, hi: Array, bins: int) -> Array:
+    """np.histogram's edges over [lo, hi + 0.1] for each row, computed as its linspace does."""
+    last = hi + 0.1
+    step = (last - lo) / bins
+    edges = np.arange(bins + 1, dtype=np.float64)[None, :] * step[:, None] + lo[:, None]
+    edges[:, -1] = last
+    return edges
+
+
+def frontier(log_c: Array, log_e: Array, method: str, bins: int = 5) -> Frontier:
+    """The frontier of runs already sorted by :func:`sort_runs`.
+
+    ``binned`` is the paper's: ``bins`` equal-width bins of log10 C over [min, max + 0.1],
+    the lowest log10 E of each placed at the bin's centre, empty bins dropped. ``pareto``
+    keeps each run whose error is below that of every run of less compute; ``all`` keeps
+    every run.
+    """
+    n = len(log_c)
+    if method == "all":
+        return Frontier(log_c, log_e, np.arange(n))
+    if method == "pareto":
+        before = np.concatenate(([np.inf], np.minimum.accumulate(log_e)[:-1]))
+        keep = np.flatnonzero(log_e < before)
+        return Frontier(log_c[keep], log_e[keep], keep)
+    edges = bin_edges(np.array([log_c.min()]), np.array([log_c.max()]), bins)[0]
+    xs, ys, idx = [], [], []
+    for i in range(bins):
+        inside = np.flatnonzero((log_c >= edges[i]) & (log_c < edges[i + 1]))
+        if inside.size:
+            best = inside[np.argmin(log_e[inside])]
+            xs.append((edges[i] + edges[i + 1]) / 2)
+            ys.append(log_e[best])
+            idx.append(best)
+    return Frontier(np.array(xs), np.array(ys), np.array(idx, dtype=np.intp))
+
+
+def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: str, bins: int) -> Array:
+    """Least-squares sums (n, Σx, Σy, Σxx, Σxy) of each resample's frontier, shape (B, 5).
+
+    ``counts[b, i]`` is how often resample ``b`` drew run ``i`` (runs sorted by sort_runs).
+    """
+    if method == "all":
+        return _sums(counts.astype(np.float64), log_c[None, :], log_e[None, :])
+    present = counts > 0
+    if method == "pareto":
+        y = np.where(present, log_e[None, :], np.inf)
+        running = np.minimum.accumulate(y, axis=1)
+        before = np.concatenate([np.full((len(y), 1), np.inf), running[:, :-1]], axis=1)
+        return _sums((y < before).astype(np.float64), log_c[None, :], log_e[None, :])
+    # Binned: per-row edges from the runs the resample drew, then each bin's minimum.
+    lo = np.where(present, log_c[None, :], np.inf).min(axis=1)
+    hi = np.where(present, log_c[None, :], -np.inf).max(axis=1)
+    edges = bin_edges(lo, hi, bins)
+    xs = np.empty((len(counts), bins))
+    ys = np.empty((len(counts), bins))
+    for i in range(bins):
+        inside = (
+            present & (log_c[None, :] >= edges[:, i : i + 1]) & (log_c[None, :] < edges[:, i + 1 : i + 2])
+        )
+        ys[:, i] = np.where(inside, log_e[None, :], np.inf).min(axis=1)
+        xs[:, i] = (edges[:, i] + edges[:, i + 1]) / 2
+    filled = np.isfinite(ys)
+    return _sums(filled.astype(np.float64), xs, np.where(filled, ys, 0.0))
+
+
+def _sums(w: Array, x: Array, y: Array) -> Array:
+    wx, wy = w * x, w * y
+    return np.stack([w.sum(1), wx.sum(1), wy.sum(1), (wx * x).sum(1), (wx * y).sum(1)], axis=1)
+
+
+def ols_from_sums(s: Array) -> tuple[Array, Array, Array]:
+    """Slope, intercept and the number of distinct fitted points' weight per row; NaN where a
+    row has fewer than two points or no spread in compute."""
+    n, sx, sy, sxx, sxy = s.T
+    var = n * sxx - sx * sx
+    ok = (n >= 2) & (var > 1e-12 * np.maximum(n * sxx, 1e-300))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(ok, (n * sxy - sx * sy) / var, np.nan)
+        intercept = np.where(ok, (sy - slope * sx) / n, np.nan)
+    return slope, intercept, n

@@ -1,0 +1,160 @@
+"""E = β·C^α by least squares of log10 E on log10 C through a frontier, with bootstrap intervals.
+
+The bootstrap resamples runs (with replacement) and refits the frontier each time, so the
+intervals carry the uncertainty of which runs make the frontier, not only of the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
+
+from scaling.errors import ClipscaleError
+from scaling.fit.frontier import METHODS, Array, batch_sums, frontier, ols_from_sums, sort_runs
+
+CHUNK_CELLS = 2_000_000  # resamples × runs per batch: bounds memory (~16 MB a matrix)
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    compute: float  # where the point is fitted (a bin's centre for the binned frontier)
+    error: float
+    run: str  # the run that gave the point's error
+    run_compute: float
+
+
+@dataclass(frozen=True)
+class Law:
+    """A fitted law and its bootstrap: what `scaling fit` reports and `predict` extrapolates."""
+
+    alpha: float
+    beta: float
+    alpha_ci: tuple[float, float]
+    beta_ci: tuple[float, float]
+    level: float
+    r2: float  # of log10 E on log10 C through the frontier points
+    rmse: float  # log10 residual through the frontier points
+    n_runs: int
+    method: str
+    bins: int
+    frontier: tuple[FrontierPoint, ...]
+    n_boot: int
+    boot_valid: int  # resamples whose frontier had two points to fit
+    seed: int
+    # Bootstrap draws of (α, log10 β), for predictions and comparisons.
+    draws: Array = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 2)))
+
+    @property
+    def formula(self) -> str:
+        return f"E = {self.beta:.4g}·C^{self.alpha:.4f}"
+
+    def predict(self, compute: float) -> tuple[float, tuple[float, float]]:
+        """Error at ``compute`` GMACs and its interval at the law's level."""
+        if not compute > 0:
+            raise ClipscaleError(f"compute must be positive, got {compute:g}")
+        x = np.log10(compute)
+        point = self.beta * compute**self.alpha
+        log_e = self.draws[:, 0] * x + self.draws[:, 1]
+        lo, hi = _percentiles(log_e, self.level)
+        return point, (10**lo, 10**hi)
+
+
+def method_for(requested: str, n_runs: int, bins: int) -> str:
+    """The frontier actually used: binning needs more runs than bins (the paper fits its
+    three OpenAI CLIP runs through all points); each run would be alone in its bin, and
+    moving a lone run to its bin's centre only distorts it."""
+    if requested not in METHODS:
+        raise ClipscaleError(f"unknown frontier {requested!r} (valid: {', '.join(METHODS)})")
+    if requested == "binned" and n_runs <= bins:
+        return "all"
+    return requested
+
+
+def fit_law(
+    compute: Sequence[float] | Array,
+    error: Sequence[float] | Array,
+    runs: Sequence[str] | None = None,
+    *,
+    method: str = "binned",
+    bins: int = 5,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Law:
+    """Fit E = β·C^α through the ``method`` frontier of the runs (compute in GMACs, error in (0, 1])."""
+    c, e = np.asarray(compute, dtype=np.float64), np.asarray(error, dtype=np.float64)
+    names = list(runs) if runs is not None else [str(i) for i in range(len(c))]
+    _check(c, e, names, bins, n_boot, level)
+    method = method_for(method, len(c), bins)
+    order = sort_runs(np.log10(c), np.log10(e))
+    log_c, log_e = np.log10(c)[order], np.log10(e)[order]
+    front = frontier(log_c, log_e, method, bins)
+    if len(front.log_c) < 2 or np.ptp(front.log_c) == 0:
+        raise ClipscaleError(f"the {method} frontier has {len(front.log_c)} point(s): a law needs two")
+    line = stats.linregress(front.log_c, front.log_e)
+    residual = front.log_e - (line.intercept + line.slope * front.log_c)
+    draws = bootstrap(log_c, log_e, method, bins, n_boot, seed)
+    alpha_ci = _percentiles(draws[:, 0], level)
+    lb_ci = _percentiles(draws[:, 1], level)
+    points = tuple(
+        FrontierPoint(float(10**x), float(10**y), names[order[i]], float(c[order[i]]))
+        for x, y, i in zip(front.log_c, front.log_e, front.runs, strict=True)
+    )
+    return Law(
+        alpha=float(line.slope), beta=float(10**line.intercept), alpha_ci=alpha_ci,
+        beta_ci=(10 ** lb_ci[0], 10 ** lb_ci[1]), level=level,
+        r2=float(line.rvalue**2), rmse=float(np.sqrt(np.mean(residual**2))),
+        n_runs=len(c), method=method, bins=bins, frontier=points, n_boot=n_boot,
+        boot_valid=len(draws), seed=seed, draws=draws,
+    )  # fmt: skip
+
+
+def bootstrap(log_c: Array, log_e: Array, method: str, bins: int, n_boot: int, seed: int) -> Array:
+    """(α, log10 β) of each resample whose frontier could be fitted, shape (≤ n_boot, 2)."""
+    n = len(log_c)
+    rng = np.random.default_rng(seed)
+    shift = float(log_c.mean())  # centred compute keeps the sums well conditioned
+    x = log_c - shift
+    out = []
+    chunk = max(1, CHUNK_CELLS // n)
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        counts = _draw_counts(rng, n, size)
+        slope, intercept, _ = ols_from_sums(batch_sums(x, log_e, counts, method, bins))
+        out.append(np.stack([slope, intercept - slope * shift], axis=1))
+    draws = np.concatenate(out) if out else np.empty((0, 2))
+    return draws[np.isfinite(draws[:, 0])]
+
+
+def _draw_counts(rng: np.random.Generator, n: int, size: int) -> NDArray[np.int64]:
+    picks = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+    return np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
+
+
+def _percentiles(values: Array, level: float) -> tuple[float, float]:
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def _check(c: Array, e: Array, names: list[str], bins: int, n_boot: int, level: float) -> None:
+    if len(c) != len(e) or len(names) != len(c):
+        raise ClipscaleError("compute, error and run names differ in length")
+    bad_c = np.flatnonzero(~(np.isfinite(c) & (c > 0)))
+    if bad_c.size:
+        raise ClipscaleError(f"run {names[bad_c[0]]}: compute must be positive, got {c[bad_c[0]]:g}")
+    bad_e = np.flatnonzero(~(np.isfinite(e) & (e > 0) & (e <= 1)))
+    if bad_e.size:
+        raise ClipscaleError(f"run {names[bad_e[0]]}: error {e[bad_e[0]]:g} is outside (0, 1]")
+    if len(c) < 2:
+        raise ClipscaleError(f"{len(c)} run(s): a law needs at least two")
+    if np.unique(c).size < 2:
+        raise ClipscaleError(f"all {len(c)} runs have the same compute ({c[0]:.4g} GMACs): a law needs two")
+    if bins < 1 or n_boot < 0 or not 0 < level < 1:
+        raise ClipscaleError("bins must be ≥ 1, boot ≥ 0 and level in (0, 1)")
