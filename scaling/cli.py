@@ -270,18 +270,21 @@ def launch_(
     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
 )
 @click.option("--no-tracking", is_flag=True, help="Do not log runs to MLflow.")
+@click.option("--no-refit", "refit", flag_value=False, default=True, help="Do not refit the sweep's laws.")
 @_one_line_errors
 def status(
     overrides: tuple[str, ...], config_dir: tuple[str, ...], db: str | None, watch: bool, every: float,
-    tracking_uri: str | None, no_tracking: bool,
+    tracking_uri: str | None, no_tracking: bool, refit: bool,
 ) -> None:  # fmt: skip
     """Follow a launched sweep: one scheduler query for all its jobs, finished runs
-    ingested into the store (and MLflow), a summary line."""
+    ingested into the store (and MLflow), a summary line. When runs land, the sweep's laws
+    are refitted and added to the fit history (`scaling fit sweep=NAME --history`)."""
     from scaling.dispatch import reconcile
     from scaling.dispatch import watch as follow
+    from scaling.fit import laws
     from scaling.plan import plan as make_plan
     from scaling.store import connect
-    from scaling.tables import print_failures, sweep_status_line
+    from scaling.tables import print_failures, print_refits, sweep_status_line
 
     sweep, rest = split_sweep(overrides)
     planned = make_plan(sweep, rest, config_dir)
@@ -293,6 +296,8 @@ def status(
             sweep_status_line(planned.sweep.name, summary)
             + (f" (+{summary.ingested} ingested)" if summary.ingested else "")
         )
+        if summary.ingested and refit:
+            print_refits(planned.sweep.name, laws.refit(engine, planned.sweep.name))
 
     summary = follow(planned, engine, every, show, track) if watch else reconcile(planned, engine, track)
     if not watch:
@@ -371,6 +376,279 @@ def runs(filters: tuple[str, ...], db: str | None, fmt: str, output: str | None)
             f.write(text)
     else:
         click.echo(text, nl=False)
+
+
+# ---------------------------------------------------------------- laws
+
+_FIT_KEYS = ("dataset", "metric", "frontier", "bins", "boot", "level", "seed")
+_TARGET_KEYS = ("model", "samples_seen", "compute", "gmacs")
+
+
+def _split_args(args: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Separate the command's own ``key=value`` settings from the run filters."""
+    filters, options = [], {}
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq and key.strip() in keys:
+            options[key.strip()] = value.strip()
+        else:
+            filters.append(arg)
+    return filters, options
+
+
+def _settings(options: dict[str, str]) -> Any:
+    from scaling.fit.laws import Settings
+
+    def number(key: str, kind: Callable[[str], Any], default: Any) -> Any:
+        try:
+            return kind(options[key]) if key in options else default
+        except ValueError:
+            raise ClipscaleError(f"{key}={options[key]!r} is not a number") from None
+
+    return Settings(
+        method=options.get("frontier", "binned"), bins=number("bins", int, 5),
+        n_boot=number("boot", int, 1000), level=number("level", float, 0.95), seed=number("seed", int, 0),
+    )  # fmt: skip
+
+
+def _metric(options: dict[str, str], required: bool) -> tuple[str, str] | None:
+    from scaling.fit.laws import split_metric
+
+    dataset, metric = split_metric(options.get("dataset"), options.get("metric"))
+    if dataset and metric:
+        return dataset, metric
+    if required or dataset or metric:
+        raise ClipscaleError("name the metric: dataset=NAME metric=NAME (or metric=DATASET/METRIC)")
+    return None
+
+
+def _list(text: str) -> list[str]:
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+_FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+
+
+@main.command(name="fit")
+@click.argument("args", nargs=-1)
+@_DB
+@_FORMAT
+@click.option("--history", is_flag=True, help="Show how the family's laws moved as points landed.")
+@_one_line_errors
+def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None:
+    """Fit E = β·C^α (E = 1 − metric, C = total GMACs) on the frontier of a family's runs.
+
+    ARGS: family=NAME (or sweep=NAME), run filters as for `scaling runs` ('data=[LAION-80M,LAION-2B]',
+    model=..., samples_seen>=3B), dataset=imagenet1k metric=acc1 (without them: the family's
+    headline metrics), frontier=binned|pareto|all (binned: the paper's 5-bin minimum), bins=5,
+    boot=1000 (bootstrap resamples), level=0.95, seed=0. Each fit is added to the fit history.
+    """
+    from scaling.fit import laws
+    from scaling.store import connect, parse_filters
+    from scaling.tables import print_fit_history, print_fits
+
+    filters, options = _split_args(args, _FIT_KEYS)
+    engine = connect(db)
+    chosen = _metric(options, required=False)
+    if history:
+        family = laws.family_of(parse_filters(filters))
+        rows = laws.history(engine, family, *(chosen or (None, None)))
+        _echo_json(rows) if fmt == "json" else print_fit_history(family, rows)
+        return
+    settings = _settings(options)
+    fitted = [laws.fit(engine, filters, d, m, settings) for d, m in ([chosen] if chosen else
+              laws.metrics_of(engine, filters))]  # fmt: skip
+    if not fitted:
+        raise ClipscaleError(f"no succeeded run matches {' '.join(filters)}: nothing to fit")
+    for f in fitted:
+        laws.record_fit(engine, f, "fit")
+    if fmt == "json":
+        _echo_json(fitted[0].record() if chosen else [f.record() for f in fitted])
+    else:
+        print_fits(fitted)
+
+
+@main.command(name="predict")
+@click.argument("args", nargs=-1)
+@_DB
+@_FORMAT
+@_one_line_errors
+def predict_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
+    """Predict a metric (with its interval) from a family's law, for a model at a number of
+    samples seen or for a compute.
+
+    ARGS: the law as for `scaling fit` (family=..., filters, dataset=, metric=, frontier=, ...)
+    and the target: model=ViT-g-14 samples_seen=34.2e9 (lists give every combination; gmacs=
+    overrides the model's GMACs per sample), or compute=9.9e12 (GMACs).
+    """
+    from scaling.fit import laws
+    from scaling.store import connect
+    from scaling.tables import print_predictions
+
+    filters, options = _split_args(args, (*_FIT_KEYS, *_TARGET_KEYS))
+    engine = connect(db)
+    dataset, metric = _metric(options, required=True) or ("", "")
+    targets = _targets(options)
+    fitted = laws.fit(engine, filters, dataset, metric, _settings(options))
+    predictions = [laws.resolve(engine, fitted, t) for t in targets]
+    if fmt == "json":
+        records = [p.record(fitted) for p in predictions]
+        _echo_json(records[0] if len(records) == 1 else records)
+    else:
+        print_predictions(fitted, predictions)
+
+
+def _targets(options: dict[str, str]) -> list[Any]:
+    from scaling.fit.laws import Target
+    from scaling.units import format_count, parse_count
+
+    def numbers(key: str) -> list[float]:
+        try:
+            return [float(v) for v in _list(options.get(key, ""))]
+        except ValueError:
+            raise ClipscaleError(f"{key}={options[key]!r} is not a number") from None
+
+    if "compute" in options:
+        if "model" in options or "samples_seen" in options:
+            raise ClipscaleError("give compute=, or model= and samples_seen=, not both")
+        return [Target(f"C={c:.3g}", compute=c) for c in numbers("compute")]
+    models, samples = _list(options.get("model", "")), _list(options.get("samples_seen", ""))
+    if not models or not samples:
+        raise ClipscaleError("what to predict: model=NAME samples_seen=N, or compute=GMACS")
+    gmacs = numbers("gmacs")
+    if len(gmacs) > 1 or (gmacs and len(models) > 1):
+        raise ClipscaleError("gmacs= is one number, for one model")
+    counts = [parse_count(s, "samples_seen") for s in samples]
+    return [
+        Target(f"{m} {format_count(n)}", model=m, samples_seen=n, gmacs=gmacs[0] if gmacs else None)
+        for m in models
+        for n in counts
+    ]
+
+
+@main.command(name="compare")
+@click.argument("args", nargs=-1)
+@click.option(
+    "--a", "a_filters", multiple=True, required=True, help="A filter of the first law (repeatable)."
+)
+@click.option(
+    "--b", "b_filters", multiple=True, required=True, help="A filter of the second law (repeatable)."
+)
+@_DB
+@_FORMAT
+@_one_line_errors
+def compare_(args: tuple[str, ...], a_filters: tuple[str, ...], b_filters: tuple[str, ...], db: str | None,
+             fmt: str) -> None:  # fmt: skip
+    """Compare two laws of one metric: α and β of each with intervals, and the difference.
+
+    ARGS: what both share (family=paper dataset=mscoco_captions metric=image_retrieval_recall@5,
+    frontier=...); --a and --b narrow each side, e.g. --a 'data=[LAION-80M,LAION-400M,LAION-2B]'
+    --b data=CLIP-WIT, or --a family=mine --b family=paper.
+    """
+    from scaling.fit import laws
+    from scaling.store import connect
+    from scaling.tables import print_comparison
+
+    filters, options = _split_args(args, _FIT_KEYS)
+    dataset, metric = _metric(options, required=True) or ("", "")
+    engine, settings = connect(db), _settings(options)
+
+    def side(extra: Sequence[str]) -> Any:
+        names = [f for f in extra if f.startswith(("family=", "sweep="))]
+        base = [f for f in filters if not (names and f.startswith(("family=", "sweep=")))]
+        return laws.fit(engine, [*base, *extra], dataset, metric, settings)
+
+    result = laws.compare(side(a_filters), side(b_filters))
+    _echo_json(result.record()) if fmt == "json" else print_comparison(result)
+
+
+@main.command(name="report")
+@click.argument("args", nargs=-1)
+@_DB
+@_one_line_errors
+def report_(args: tuple[str, ...], db: str | None) -> None:
+    """Write plots (PNG and SVG, one per metric) and a Markdown/HTML report of a family's laws.
+
+    ARGS: family=NAME and run filters, out=DIR (required), metrics=[imagenet1k/acc1,...] or
+    metrics=all (default: the headline metrics), predict=[ViT-g-14@34.2B,...] (model@samples
+    or a compute in GMACs; default: 10× the largest run), group=source|data|all (one law per
+    data source, e.g. LAION vs CLIP-WIT; per data set; or one for all runs), and the fit
+    settings of `scaling fit`.
+    """
+    from pathlib import Path
+
+    from scaling.fit import laws
+    from scaling.report import write_report
+    from scaling.store import connect, parse_filters
+
+    filters, options = _split_args(args, (*_FIT_KEYS, "out", "metrics", "predict", "group"))
+    if not options.get("out"):
+        raise ClipscaleError("where to write: out=DIR")
+    engine = connect(db)
+    family = laws.family_of(parse_filters(filters))
+    metrics = _report_metrics(engine, filters, options.get("metrics", ""))
+    groups = _groups(engine, filters, options.get("group", "source"))
+    targets = [_report_target(t) for t in _list(options.get("predict", ""))]
+    sections = laws.study(engine, filters, metrics, groups, targets, _settings(options))
+    paths = write_report(sections, Path(options["out"]), f"Scaling laws of {family}", filters)
+    for section in sections:
+        for _, f in section.fits:
+            laws.record_fit(engine, f, "fit")
+    click.echo(f"report: {Path(options['out']) / 'report.html'} ({len(paths)} files)")
+    for path in paths:
+        if path.suffix == ".png":
+            click.echo(f"  plot: {path}")
+
+
+def _report_metrics(engine: Any, filters: Sequence[str], text: str) -> list[tuple[str, str]]:
+    from scaling.fit import laws
+
+    if text == "all":
+        return laws.metrics_of(engine, filters, include_all=True)
+    chosen = []
+    for item in _list(text):
+        dataset, _, metric = item.partition("/")
+        if not dataset or not metric:
+            raise ClipscaleError(f"metrics: {item!r} is not DATASET/METRIC")
+        chosen.append((dataset, metric))
+    return chosen
+
+
+def _groups(engine: Any, filters: Sequence[str], how: str) -> dict[str, list[str]] | None:
+    from scaling.fit import laws
+
+    if how == "source":
+        return None
+    by_source = laws.groups_of(engine, filters)
+    data = sorted(d for names in by_source.values() for d in names)
+    if how == "all":
+        return {"all runs": data}
+    if how == "data":
+        return {d: [d] for d in data}
+    raise ClipscaleError(f"group={how!r}: use source, data or all")
+
+
+def _report_target(text: str) -> Any:
+    from scaling.fit.laws import Target
+    from scaling.units import format_count, parse_count
+
+    model, at, samples = text.partition("@")
+    if at:
+        n = parse_count(samples, f"predict {text}")
+        return Target(f"{model} {format_count(n)}", model=model, samples_seen=n)
+    try:
+        return Target(f"C={float(text):.3g}", compute=float(text))
+    except ValueError:
+        raise ClipscaleError(f"predict: {text!r} is neither MODEL@SAMPLES nor a compute in GMACs") from None
 
 
 if __name__ == "__main__":

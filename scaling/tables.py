@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +155,86 @@ def print_failures(summary: Any, console: Console | None = None, limit: int = 10
         console.print(f"  failed {point_id}: {reason}", markup=False, highlight=False)
     if len(summary.failures) > limit:
         console.print(f"  ... and {len(summary.failures) - limit} more failed points")
+
+
+# ---------------------------------------------------------------- laws
+
+
+def _ci(lo: float, hi: float, fmt: str = ".4f") -> str:
+    return f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
+    """One row per fitted law: the formula, α and β with intervals, fit quality, runs used."""
+    console = console or _console()
+    table = Table(title=f"laws of {fitted[0].family}" if fitted else "laws")
+    for name in ("dataset/metric", "E = β·C^α", "α CI", "β CI", "R²", "runs", "frontier"):
+        table.add_column(name, justify="left" if name in ("dataset/metric", "E = β·C^α") else "right")
+    for f in fitted:
+        law = f.law
+        table.add_row(
+            f"{f.dataset}/{f.metric}", law.formula, _ci(law.alpha_ci[0], law.alpha_ci[1]),
+            _ci(law.beta_ci[0], law.beta_ci[1], ".4g"),
+            f"{law.r2:.3f}", f"{law.n_runs}" + (f" (+{len(f.skipped)} without)" if f.skipped else ""),
+            f"{len(law.frontier)} ({law.method})",
+        )  # fmt: skip
+    if fitted:
+        table.caption = f"E = 1 − metric, C in GMACs; {fitted[0].law.level:.0%} bootstrap intervals"
+    console.print(table)
+
+
+def print_predictions(fitted: Any, predictions: Sequence[Any], console: Console | None = None) -> None:
+    console = console or _console()
+    table = Table(title=f"{fitted.family} {fitted.dataset}/{fitted.metric}: {fitted.law.formula}")
+    for name in ("prediction", "compute (GMACs)", fitted.metric, f"{fitted.law.level:.0%} interval"):
+        table.add_column(name, justify="left" if name == "prediction" else "right")
+    for p in predictions:
+        lo, hi = p.error_ci
+        table.add_row(p.label, f"{p.compute:.3e}", f"{1 - p.error:.1%}", f"[{1 - hi:.1%}, {1 - lo:.1%}]")
+    console.print(table)
+
+
+def print_comparison(c: Any, console: Console | None = None) -> None:
+    console = console or _console()
+    table = Table(title=f"{c.a.dataset}/{c.a.metric}: a vs b")
+    for name in ("law", "filters", "E = β·C^α", "α CI", "β CI", "runs"):
+        table.add_column(name)
+    for name, f in (("a", c.a), ("b", c.b)):
+        law = f.law
+        table.add_row(name, " ".join(f.filters), law.formula, _ci(law.alpha_ci[0], law.alpha_ci[1]),
+                      _ci(law.beta_ci[0], law.beta_ci[1], ".4g"), str(law.n_runs))  # fmt: skip
+    lo, hi = c.alpha_diff_ci
+    table.caption = (
+        f"α_a − α_b = {c.alpha_diff:+.4f} {_ci(lo, hi)}; β_a / β_b = {c.beta_ratio:.3g} "
+        f"{_ci(c.beta_ratio_ci[0], c.beta_ratio_ci[1], '.3g')}; "
+        f"α_a < α_b in {c.p_alpha_a_lower:.1%} of resample pairs"
+    )
+    console.print(table)
+
+
+def print_fit_history(family: str, rows: Sequence[dict[str, Any]], console: Console | None = None) -> None:
+    console = console or _console()
+    table = Table(title=f"fit history of {family}")
+    for name in ("fitted at", "dataset/metric", "selection", "runs", "α", "α CI", "β", "R²", "by"):
+        table.add_column(
+            name, justify="left" if name in ("fitted at", "dataset/metric", "selection") else "right"
+        )
+    for r in rows:
+        ci = _ci(r["alpha_low"], r["alpha_high"]) if r["alpha_low"] is not None else "—"
+        table.add_row(
+            f"{r['fitted_at']:%Y-%m-%d %H:%M:%S}", f"{r['dataset']}/{r['metric']}", r["selection"],
+            str(r["n_runs"]), f"{r['alpha']:.4f}", ci, f"{r['beta']:.4g}", f"{r['r2']:.3f}", r["trigger"],
+        )  # fmt: skip
+    console.print(table)
+
+
+def print_refits(family: str, refits: Sequence[Any]) -> None:
+    """One line per law of a family after new runs landed."""
+    for r in refits:
+        where = f"law {family} [{r.group}] {r.dataset}/{r.metric}"
+        if r.fitted is None:
+            print(f"  {where}: not yet ({r.reason})")
+            continue
+        law = r.fitted.law
+        lo, hi = law.alpha_ci
+        print(f"  {where}: {law.formula}, α {_ci(lo, hi)}, R² {law.r2:.3f}, {law.n_runs} runs")

@@ -396,3 +396,34 @@ def _targets(fitted: Fitted, targets: Sequence[Target]) -> Sequence[Target]:
         return targets
     top = max(r.compute for r in fitted.runs)
     return [Target(f"10× largest run ({top * 10:.3g} GMACs)", compute=top * 10)]
+
+
+# ---------------------------------------------------------------- refits as points land
+
+
+@dataclass(frozen=True)
+class Refit:
+    group: str
+    dataset: str
+    metric: str
+    fitted: Fitted | None
+    reason: str = ""  # why there is no law yet
+    recorded: bool = False
+
+
+def refit(
+    engine: Engine, family: str, trigger: str = "ingest", settings: Settings = Settings()
+) -> list[Refit]:
+    """Refit every default law of a family (per data source and headline metric) and add
+    the new ones to the fit history; a law that cannot be fitted yet says why."""
+    filters = [f"family={family}"]
+    out = []
+    for dataset, metric in metrics_of(engine, [*filters, "status=succeeded"]):
+        for group, data in groups_of(engine, filters).items():
+            try:
+                f = fit(engine, [*filters, f"data=[{','.join(data)}]"], dataset, metric, settings)
+            except ClipscaleError as e:
+                out.append(Refit(group, dataset, metric, None, str(e).split(": ", 2)[-1]))
+                continue
+            out.append(Refit(group, dataset, metric, f, recorded=record_fit(engine, f, trigger)))
+    return out
