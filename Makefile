@@ -17,7 +17,8 @@ setup: $(STAMP)
 
 # The main job on the embedded default: plan the toy and paper grids, generate the toy
 # world, launch the toy grid on this machine (18 points, trained and evaluated for real on
-# the CPU), follow it until every point is stored (results.db, mlflow.db), query it back.
+# the CPU), follow it until every point is stored (results.db, mlflow.db; each landing
+# refits the laws), query it back, fit E = β·C^α and write the report with its plots.
 # Rerunning it trains nothing again: finished points are skipped.
 demo: setup
 	$(BIN)/scaling plan sweep=toy
@@ -26,7 +27,10 @@ demo: setup
 	$(BIN)/scaling launch sweep=toy cluster=local
 	$(BIN)/scaling status sweep=toy --watch --every 15
 	$(BIN)/scaling runs sweep=toy status=succeeded
+	$(BIN)/scaling fit sweep=toy
+	$(BIN)/scaling report sweep=toy out=reports/toy
 	@echo "results: results.db (scaling runs sweep=toy), mlflow.db (mlflow ui --backend-store-uri sqlite:///mlflow.db), runs/ (one directory per point)"
+	@echo "the toy grid's law: scaling fit sweep=toy; its report and plots: reports/toy/report.html"
 
 lint: setup
 	$(BIN)/ruff check scaling tests bench
@@ -41,6 +45,7 @@ test: lint typecheck
 bench: setup
 	$(BIN)/python bench/cost_calibration.py
 	$(BIN)/python bench/store_bench.py
+	$(BIN)/python bench/fit_bench.py
 	# needs root: runs on the one-node dev Slurm (launchers/slurm-dev-cluster.sh)
 	$(BIN)/python bench/dispatch_bench.py
 

@@ -229,12 +229,15 @@ def print_fit_history(family: str, rows: Sequence[dict[str, Any]], console: Cons
 
 
 def print_refits(family: str, refits: Sequence[Any]) -> None:
-    """One line per law of a family after new runs landed."""
+    """One line per law of a family after new runs landed (laws not fitted yet: one line per reason)."""
+    waiting: dict[str, list[str]] = {}
     for r in refits:
-        where = f"law {family} [{r.group}] {r.dataset}/{r.metric}"
         if r.fitted is None:
-            print(f"  {where}: not yet ({r.reason})")
+            waiting.setdefault(f"[{r.group}] {r.reason}", []).append(f"{r.dataset}/{r.metric}")
             continue
         law = r.fitted.law
         lo, hi = law.alpha_ci
-        print(f"  {where}: {law.formula}, α {_ci(lo, hi)}, R² {law.r2:.3f}, {law.n_runs} runs")
+        print(f"  law {family} [{r.group}] {r.dataset}/{r.metric}: {law.formula}, α {_ci(lo, hi)}, "
+              f"R² {law.r2:.3f}, {law.n_runs} runs")  # fmt: skip
+    for why, names in waiting.items():
+        print(f"  no law yet for {family} {why.split(']')[0]}] {', '.join(names)}: {why.split('] ', 1)[1]}")

@@ -423,7 +423,8 @@ def refit(
             try:
                 f = fit(engine, [*filters, f"data=[{','.join(data)}]"], dataset, metric, settings)
             except ClipscaleError as e:
-                out.append(Refit(group, dataset, metric, None, str(e).split(": ", 2)[-1]))
+                reason = str(e).removeprefix(f"family {family}, {dataset}/{metric}: ")
+                out.append(Refit(group, dataset, metric, None, reason))
                 continue
             out.append(Refit(group, dataset, metric, f, recorded=record_fit(engine, f, trigger)))
     return out
