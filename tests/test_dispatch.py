@@ -3,6 +3,7 @@ submit only what is missing, a killed launch is settled, cancel stops points."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -175,10 +176,14 @@ def test_scaling_launch_and_status_cli(world: Path, tmp_path: Path) -> None:
     out = subprocess.run([*base, "status", f"sweep={path}", "--db", db, "--watch", "--every", "1"],
                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert (
-        out.stdout.strip().splitlines()[-1].startswith("sweep cli [")
-        and "2/2 done: 2 succeeded" in out.stdout
-    )
+    status_lines = [line for line in out.stdout.splitlines() if line.startswith("sweep cli [")]
+    assert "2/2 done: 2 succeeded" in status_lines[-1]
+    # Each landing refits the sweep's law; with both points in, the law is fitted and recorded.
+    assert "law cli [toy] toy_shapes/acc1: E = " in out.stdout
+    fits = subprocess.run([*base, "fit", "sweep=cli", "--db", db, "--history", "--format", "json"],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    history = json.loads(fits.stdout)
+    assert history[-1]["n_runs"] == 2 and history[-1]["trigger"] == "ingest"
     csv = subprocess.run(
         [*base, "runs", "sweep=cli", "--db", db, "--format", "csv"], capture_output=True, text=True
     )
