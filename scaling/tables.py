@@ -180,6 +180,13 @@ def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
         )  # fmt: skip
     if fitted:
         table.caption = f"E = 1 − metric, C in GMACs; {fitted[0].law.level:.0%} bootstrap intervals"
+        sources = fitted[0].sources
+        if len(sources) > 1:
+            # The paper fits each data source on its own (LAION vs OpenAI's WIT).
+            table.caption += (
+                f"\nruns of {len(sources)} data sources fitted as one ({', '.join(sources)}): "
+                "narrow with data=[...], or see one law per source with scaling report"
+            )
     console.print(table)
 
 

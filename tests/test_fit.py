@@ -305,6 +305,13 @@ def test_predict_compute_and_model_targets(tmp_path: Path) -> None:
     assert len(both) == 2 and both[1]["predicted"] > both[0]["predicted"]
     bad = cli([*base, "model=m-l"], tmp_path)
     assert bad.returncode == 2 and "samples_seen" in bad.stderr
+    no_boot = json.loads(cli([*base, "compute=3.2e10", "boot=0"], tmp_path).stdout)
+    assert no_boot["predicted"] == pytest.approx(by_compute["predicted"]) and no_boot["predicted_ci"] == [
+        None,
+        None,
+    ]
+    bad = cli([*base, "compute=-5"], tmp_path)
+    assert bad.returncode == 2 and bad.stderr == "error: compute must be positive, got -5\n"
 
 
 def test_fitting_imports_no_torch(tmp_path: Path) -> None:

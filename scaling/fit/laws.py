@@ -75,6 +75,11 @@ class Fitted:
         text = json.dumps([(r.id, r.compute, r.value) for r in self.runs], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    @property
+    def sources(self) -> list[str]:
+        """The data sources of the runs fitted (see source_of)."""
+        return sorted({source_of(r.data) for r in self.runs})
+
     def record(self) -> dict[str, Any]:
         law, by_id = self.law, {r.id: r for r in self.runs}
         return {
@@ -85,7 +90,7 @@ class Fitted:
             "level": law.level, "r2": law.r2, "rmse_log10": law.rmse, "n_runs": law.n_runs,
             "n_frontier": len(law.frontier), "n_skipped": len(self.skipped), "frontier_method": law.method,
             "frontier_requested": self.settings.method, "bins": law.bins, "n_boot": law.n_boot,
-            "boot_valid": law.boot_valid, "seed": law.seed,
+            "boot_valid": law.boot_valid, "seed": law.seed, "sources": self.sources,
             "frontier": [
                 {"compute": p.compute, "error": p.error, "run": p.run, "model": by_id[p.run].model,
                  "data": by_id[p.run].data, "samples_seen": by_id[p.run].samples_seen,
