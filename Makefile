@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job on the embedded default: plan the toy and paper grids, generate the toy
-# world, launch the toy grid on this machine (18 points, trained and evaluated for real on
+# world, launch the toy grid on this machine (12 points, trained and evaluated for real on
 # the CPU), follow it until every point is stored (results.db, mlflow.db; each landing
 # refits the laws), query it back, fit E = β·C^α and write the report with its plots.
 # Rerunning it trains nothing again: finished points are skipped.

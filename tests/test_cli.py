@@ -49,7 +49,7 @@ def test_plan_csv_has_the_same_records_as_json(tmp_path: Path) -> None:
 def test_plan_table_shows_points_and_totals() -> None:
     result = CliRunner().invoke(main, ["plan", "sweep=toy", "gpu=h100"], terminal_width=300)
     assert result.exit_code == 0, result.output
-    assert "sweep toy: 18 points" in result.output
+    assert "sweep toy: 12 points" in result.output
     assert "toy-m_toy-64k_64k_" in result.output and "total" in result.output
     assert "H100" in result.output
 

@@ -265,7 +265,7 @@ def test_scaling_run_cli(world: Path, tmp_path: Path) -> None:
     assert "succeeded, 512 samples seen" in out.stdout and "toy_captions" in out.stdout
     assert "run directory:" in out.stdout
     many = subprocess.run([*cmd[:-1], "sweep=toy"], capture_output=True, text=True, env=env, timeout=600)
-    assert many.returncode == 2 and "has 18 points" in many.stderr and len(many.stderr.splitlines()) == 1
+    assert many.returncode == 2 and "has 12 points" in many.stderr and len(many.stderr.splitlines()) == 1
 
 
 def test_learning_is_real_more_samples_beat_far_fewer(world: Path, tmp_path: Path) -> None:
