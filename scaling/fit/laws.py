@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
-from scaling.fit.powerlaw import Law, _percentiles, fit_law
+from scaling.fit.powerlaw import Law, fit_law, percentile_interval
 from scaling.store.db import transaction
 from scaling.store.models import Fit
 from scaling.store.query import Condition, Filters, fetch, parse_filters
@@ -248,9 +248,9 @@ def compare(a: Fitted, b: Fitted) -> Comparison:
     da = a.law.draws[rng.permutation(len(a.law.draws))[:n]]
     db = b.law.draws[rng.permutation(len(b.law.draws))[:n]]
     diff, ratio = da[:, 0] - db[:, 0], da[:, 1] - db[:, 1]
-    lo, hi = _percentiles(ratio, a.law.level)
+    lo, hi = percentile_interval(ratio, a.law.level)
     return Comparison(
-        a, b, a.law.alpha - b.law.alpha, _percentiles(diff, a.law.level), a.law.beta / b.law.beta,
+        a, b, a.law.alpha - b.law.alpha, percentile_interval(diff, a.law.level), a.law.beta / b.law.beta,
         (10**lo, 10**hi), float(np.mean(diff < 0)),
     )  # fmt: skip
 

@@ -59,7 +59,7 @@ class Law:
         x = np.log10(compute)
         point = self.beta * compute**self.alpha
         log_e = self.draws[:, 0] * x + self.draws[:, 1]
-        lo, hi = _percentiles(log_e, self.level)
+        lo, hi = percentile_interval(log_e, self.level)
         return point, (10**lo, 10**hi)
 
 
@@ -98,8 +98,8 @@ def fit_law(
     line = stats.linregress(front.log_c, front.log_e)
     residual = front.log_e - (line.intercept + line.slope * front.log_c)
     draws = bootstrap(log_c, log_e, method, bins, n_boot, seed)
-    alpha_ci = _percentiles(draws[:, 0], level)
-    lb_ci = _percentiles(draws[:, 1], level)
+    alpha_ci = percentile_interval(draws[:, 0], level)
+    lb_ci = percentile_interval(draws[:, 1], level)
     points = tuple(
         FrontierPoint(float(10**x), float(10**y), names[order[i]], float(c[order[i]]))
         for x, y, i in zip(front.log_c, front.log_e, front.runs, strict=True)
@@ -135,7 +135,7 @@ def _draw_counts(rng: np.random.Generator, n: int, size: int) -> NDArray[np.int6
     return np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
 
 
-def _percentiles(values: Array, level: float) -> tuple[float, float]:
+def percentile_interval(values: Array, level: float) -> tuple[float, float]:
     if len(values) == 0:
         return (float("nan"), float("nan"))
     tail = (1 - level) / 2 * 100
