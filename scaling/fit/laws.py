@@ -400,7 +400,7 @@ def _targets(fitted: Fitted, targets: Sequence[Target]) -> Sequence[Target]:
     if targets:
         return targets
     top = max(r.compute for r in fitted.runs)
-    return [Target(f"10× largest run ({top * 10:.3g} GMACs)", compute=top * 10)]
+    return [Target("10× largest run", compute=top * 10)]
 
 
 # ---------------------------------------------------------------- refits as points land
