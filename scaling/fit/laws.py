@@ -423,8 +423,9 @@ def refit(
     the new ones to the fit history; a law that cannot be fitted yet says why."""
     filters = [f"family={family}"]
     out = []
+    groups = groups_of(engine, filters)
     for dataset, metric in metrics_of(engine, [*filters, "status=succeeded"]):
-        for group, data in groups_of(engine, filters).items():
+        for group, data in groups.items():
             try:
                 f = fit(engine, [*filters, f"data=[{','.join(data)}]"], dataset, metric, settings)
             except ClipscaleError as e:
