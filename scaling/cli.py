@@ -298,7 +298,10 @@ def status(
             + (f" (+{summary.ingested} ingested)" if summary.ingested else "")
         )
         if summary.ingested and refit:
-            print_refits(planned.sweep.name, laws.refit(engine, planned.sweep.name))
+            try:
+                print_refits(planned.sweep.name, laws.refit(engine, planned.sweep.name))
+            except ClipscaleError as e:  # a law is a bonus: following the sweep goes on
+                click.echo(f"  refit failed: {e}", err=True)
 
     summary = follow(planned, engine, every, show, track) if watch else reconcile(planned, engine, track)
     if not watch:

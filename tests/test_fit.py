@@ -287,6 +287,20 @@ def test_bad_input_is_one_line_and_writes_no_plot(
     assert not (tmp_path / "report").exists()
 
 
+def test_runs_of_equal_error_give_a_flat_law_that_is_recorded(tmp_path: Path) -> None:
+    # Two runs still at chance: the first landings of a sweep. The law is flat, not an error.
+    law = fit_law([1e10, 1e11], [0.98, 0.98])
+    assert law.alpha == 0 and law.r2 == 1.0 and law.beta == pytest.approx(0.98)
+    engine = connect(f"sqlite:///{tmp_path}/r.db")
+    rows = [
+        {"arch": "a", "gmacs": 2.0, "upstream_dataset": "d", "samples_seen": s, "acc1": 0.02}
+        for s in (1e6, 1e7)
+    ]
+    import_table(engine, write_table(tmp_path / "flat.csv", rows), "chance")
+    (refit,) = laws.refit(engine, "chance")
+    assert refit.recorded and laws.history(engine, "chance")[0]["r2"] == 1.0
+
+
 def test_non_positive_compute_is_refused() -> None:
     with pytest.raises(ClipscaleError, match="run b: compute must be positive"):
         fit_law([1e10, 0.0, 1e12], [0.5, 0.4, 0.3], ["a", "b", "c"])

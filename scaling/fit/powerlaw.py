@@ -107,10 +107,16 @@ def fit_law(
     return Law(
         alpha=float(line.slope), beta=float(10**line.intercept), alpha_ci=alpha_ci,
         beta_ci=(10 ** lb_ci[0], 10 ** lb_ci[1]), level=level,
-        r2=float(line.rvalue**2), rmse=float(np.sqrt(np.mean(residual**2))),
+        r2=_r2(front.log_e, residual), rmse=float(np.sqrt(np.mean(residual**2))),
         n_runs=len(c), method=method, bins=bins, frontier=points, n_boot=n_boot,
         boot_valid=len(draws), seed=seed, draws=draws,
     )  # fmt: skip
+
+
+def _r2(y: Array, residual: Array) -> float:
+    # Frontier points of equal error (runs still at chance) are fitted exactly by a flat line.
+    total = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
 
 
 def bootstrap(log_c: Array, log_e: Array, method: str, bins: int, n_boot: int, seed: int) -> Array:

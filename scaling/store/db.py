@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from scaling.errors import ClipscaleError, first_line, redact
 
@@ -122,6 +122,8 @@ def _errors(engine: Engine, retry_locks: bool = False) -> Iterator[None]:
         if retry_locks and "locked" in str(e):
             raise
         raise ClipscaleError(f"cannot use {redact(str(engine.url))}: {first_line(e)}") from None
+    except IntegrityError as e:  # a write broke a constraint: the database itself is fine
+        raise ClipscaleError(f"{redact(str(engine.url))} refused a write: {first_line(e)}") from None
     except DatabaseError as e:
         raise ClipscaleError(
             f"{redact(str(engine.url))} is not a usable clipscale database: {first_line(e)}"
