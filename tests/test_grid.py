@@ -92,7 +92,7 @@ def test_clipa_points_are_linked_pretrain_then_finetune() -> None:
 
 
 def test_empty_grid_after_exclusions_is_an_error() -> None:
-    with pytest.raises(ClipscaleError, match=r"grid is empty after exclusions \(18 of 18"):
+    with pytest.raises(ClipscaleError, match=r"grid is empty after exclusions \(12 of 12"):
         expand(load_sweep("toy", ["exclude=[{data: [toy-4k, toy-64k]}]"]))
 
 

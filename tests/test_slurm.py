@@ -97,7 +97,9 @@ def test_toy_sweep_runs_as_arrays_and_status_watch_ingests_every_point(
     assert len(queued(tokens)) >= 1
     out = cli("status", f"sweep={path}", "--db", db, "--watch", "--every", "2", env=env)
     assert out.returncode == 0, out.stderr
-    assert "3/3 done: 3 succeeded" in out.stdout.splitlines()[-1]
+    status_lines = [line for line in out.stdout.splitlines() if line.startswith("sweep arrays [")]
+    assert "3/3 done: 3 succeeded" in status_lines[-1]
+    assert "law arrays [toy] toy_shapes/acc1: E = " in out.stdout  # refitted as the points landed
     csv = cli("runs", "sweep=arrays", "--db", db, "--format", "csv", env=env)
     lines = csv.stdout.strip().splitlines()
     assert (
