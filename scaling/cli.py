@@ -524,7 +524,7 @@ def predict_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
 
 def _targets(options: dict[str, str]) -> list[Any]:
     from scaling.fit.laws import Target
-    from scaling.units import format_count, parse_count
+    from scaling.units import parse_count
 
     def numbers(key: str) -> list[float]:
         try:
@@ -535,7 +535,7 @@ def _targets(options: dict[str, str]) -> list[Any]:
     if "compute" in options:
         if "model" in options or "samples_seen" in options:
             raise ClipscaleError("give compute=, or model= and samples_seen=, not both")
-        return [Target(f"C={c:.3g}", compute=c) for c in numbers("compute")]
+        return [Target.of_compute(c) for c in numbers("compute")]
     models, samples = _list(options.get("model", "")), _list(options.get("samples_seen", ""))
     if not models or not samples:
         raise ClipscaleError("what to predict: model=NAME samples_seen=N, or compute=GMACS")
@@ -543,11 +543,7 @@ def _targets(options: dict[str, str]) -> list[Any]:
     if len(gmacs) > 1 or (gmacs and len(models) > 1):
         raise ClipscaleError("gmacs= is one number, for one model")
     counts = [parse_count(s, "samples_seen") for s in samples]
-    return [
-        Target(f"{m} {format_count(n)}", model=m, samples_seen=n, gmacs=gmacs[0] if gmacs else None)
-        for m in models
-        for n in counts
-    ]
+    return [Target.of_model(m, n, gmacs[0] if gmacs else None) for m in models for n in counts]
 
 
 @main.command(name="compare")
@@ -654,14 +650,14 @@ def _groups(engine: Any, filters: Sequence[str], how: str) -> dict[str, list[str
 
 def _report_target(text: str) -> Any:
     from scaling.fit.laws import Target
-    from scaling.units import format_count, parse_count
+    from scaling.units import parse_count
 
     model, at, samples = text.partition("@")
     if at:
         n = parse_count(samples, f"predict {text}")
-        return Target(f"{model} {format_count(n)}", model=model, samples_seen=n)
+        return Target.of_model(model, n)
     try:
-        return Target(f"C={float(text):.3g}", compute=float(text))
+        return Target.of_compute(float(text))
     except ValueError:
         raise ClipscaleError(f"predict: {text!r} is neither MODEL@SAMPLES nor a compute in GMACs") from None
 

@@ -21,6 +21,7 @@ from scaling.fit.powerlaw import Law, fit_law, percentile_interval
 from scaling.store.db import transaction
 from scaling.store.models import Fit
 from scaling.store.query import Condition, Filters, fetch, parse_filters
+from scaling.units import format_count
 
 # What a family is fitted on when no metric is named: the paper's headline evaluations
 # if the family has them, else the primary metric of every evaluation set.
@@ -324,6 +325,16 @@ class Target:
     samples_seen: float | None = None
     compute: float | None = None
     gmacs: float | None = None
+
+    @classmethod
+    def of_model(cls, model: str, samples_seen: int, gmacs: float | None = None) -> Target:
+        return cls(
+            f"{model} {format_count(samples_seen)}", model=model, samples_seen=samples_seen, gmacs=gmacs
+        )
+
+    @classmethod
+    def of_compute(cls, compute: float) -> Target:
+        return cls(f"C={compute:.3g}", compute=compute)
 
 
 @dataclass(frozen=True)
