@@ -8,8 +8,9 @@ of the scaling-laws paper within 0.2 % for its architectures.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from scaling.config import ModelSpec
 from scaling.errors import ClipscaleError
@@ -35,11 +36,9 @@ def count_macs(
     register_models([model])
     if model.name not in open_clip.list_models():
         raise ClipscaleError(f"open_clip does not know model {model.name!r}")
-    # open_clip warns that no weights were loaded: that is the point here.
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     try:
         # Build on meta (no allocation, no weight init) and keep it there.
-        with torch.device("meta"):
+        with torch.device("meta"), _quiet_root_logger():
             net = open_clip.create_model(
                 model.name,
                 pretrained=None,
@@ -60,6 +59,23 @@ def count_macs(
     net.train()
     with torch.no_grad():
         return _macs(lambda: net.encode_image(image)), _macs(lambda: net.encode_text(text))
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """open_clip logs with the root logger: it warns that no weights were loaded (the point
+    here), and its first message would call logging.basicConfig, binding a handler to the
+    stderr of that moment for the rest of the process (a trainer run later would then log
+    to the console even when quiet). Nothing of that outlives the count."""
+    root = logging.getLogger()
+    level, idle = root.level, logging.NullHandler()
+    root.setLevel(max(level, logging.ERROR))
+    root.addHandler(idle)  # a root with a handler is never basicConfig'ed
+    try:
+        yield
+    finally:
+        root.removeHandler(idle)
+        root.setLevel(level)
 
 
 def _macs(forward: Callable[[], object]) -> float:

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import tarfile
 import threading
 import time
@@ -22,6 +23,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TextIO
 
 from scaling import trainlog
 from scaling.config import EvalSpec, ModelSpec
@@ -258,7 +260,7 @@ def _finish(
             from scaling.evaluate import evaluate
 
             t = point.train
-            with _console_to_file(directory, quiet):
+            with _trainer_output(directory, quiet):  # open_clip logs with the root logger
                 metrics = evaluate(
                     point.model, final, evals, device, t.image_size, t.context_length, directory / "features"
                 )
@@ -321,12 +323,16 @@ def _device() -> str:
 @contextlib.contextmanager
 def _trainer_output(directory: Path, quiet: bool) -> Iterator[None]:
     """Keep the trainer's logging set-up from outliving the run (it adds a file and a
-    console handler on every call) and, if quiet, send its console to console.log."""
+    console handler on every call) and, if quiet, send its console to console.log. A quiet
+    run also sets the process's own root handlers aside: the trainer logs at INFO."""
     root = logging.getLogger()
     handlers = list(root.handlers)
+    aside = handlers if quiet else []
     # It also sets every logger to INFO, which makes torch chatty at exit: restore them.
     levels = {name: logging.getLogger(name).level for name in [*root.manager.loggerDict, ""]}
     with _console_to_file(directory, quiet):
+        for handler in aside:
+            root.removeHandler(handler)
         try:
             yield
         finally:
@@ -334,6 +340,8 @@ def _trainer_output(directory: Path, quiet: bool) -> Iterator[None]:
                 if handler not in handlers:
                     root.removeHandler(handler)
                     handler.close()
+            for handler in aside:
+                root.addHandler(handler)
             for name in root.manager.loggerDict:
                 logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
             root.setLevel(levels[""])
@@ -345,12 +353,27 @@ def _console_to_file(directory: Path, quiet: bool) -> Iterator[None]:
     if not quiet:
         yield
         return
+    console = sys.stderr
     with (
         open(directory / "console.log", "a") as stream,
         contextlib.redirect_stdout(stream),
         contextlib.redirect_stderr(stream),
     ):
-        yield
+        try:
+            yield
+        finally:
+            _rebind_handlers(stream, console)
+
+
+def _rebind_handlers(stream: TextIO, console: TextIO) -> None:
+    """Libraries imported during the run (transformers, huggingface_hub) give their loggers
+    a handler on the console of that moment, console.log, which closes with the run: later
+    messages of the process (submitit's own) would fail on it. Send them to the console."""
+    loggers = [logging.getLogger(), *logging.root.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
+                handler.setStream(console)
 
 
 class _ProgressHandler(logging.Handler):

@@ -86,6 +86,27 @@ def test_clipa_token_reductions_lower_the_counted_macs() -> None:
     assert dropped.image / full.image == pytest.approx(99 / 197, rel=0.08)
 
 
+_COUNT_THEN_LOG = """
+import logging
+from scaling.config import ModelSpec
+from scaling.profile import count_macs
+
+image, text = count_macs(ModelSpec("ViT-B-32", "open_clip built-in"))
+assert image > 0 and text > 0
+root = logging.getLogger()
+print(root.handlers, logging.getLevelName(root.level))
+"""
+
+
+@pytest.mark.torch
+def test_counting_macs_leaves_the_root_logger_as_it_was() -> None:
+    # open_clip's first root-logger message used to basicConfig the process (and the count
+    # raised the root level to ERROR for good): a later quiet trainer run logged to stderr.
+    out = subprocess.run([sys.executable, "-c", _COUNT_THEN_LOG], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "WARNING"] and out.stderr == "", (out.stdout, out.stderr)
+
+
 @pytest.mark.torch
 def test_toy_family_grows_in_compute() -> None:
     spec = load_sweep("toy", ["model=[toy-xs,toy-s,toy-m,toy-l,toy-xl]"])

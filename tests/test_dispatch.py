@@ -148,6 +148,41 @@ def test_local_claim_lets_exactly_one_of_runner_and_recovery_win(tmp_path: Path)
     assert local_backend.settle(tmp_path / "never-made") is None
 
 
+_SIGNALS = """
+import os, signal, sys, time
+from scaling.dispatch import job
+
+marker = sys.argv[1]
+def requeue(signum, frame):  # stands in for submitit's checkpoint-and-requeue handler
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+signal.signal(signal.SIGUSR2, requeue)
+job._signals_for_this_process_only()
+child = os.fork()  # as the trainer's DataLoader workers are forked
+if child == 0:
+    os.kill(os.getpid(), signal.SIGUSR2)
+    time.sleep(0.2)
+    os._exit(0)
+os.waitpid(child, 0)
+os.kill(os.getpid(), signal.SIGUSR2)
+time.sleep(0.2)
+job._ignore_requeue_signal()  # the outcome is written: a late warning changes nothing
+os.kill(os.getpid(), signal.SIGUSR2)
+time.sleep(0.2)
+print("exited normally")
+"""
+
+
+def test_only_the_job_process_acts_on_the_requeue_signal(tmp_path: Path) -> None:
+    # Slurm signals every process of the step; forked DataLoader workers used to checkpoint
+    # and requeue too, and the job failed on the second write of its pickle.
+    marker = tmp_path / "handled"
+    out = subprocess.run([sys.executable, "-c", _SIGNALS, str(marker)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "exited normally", out.stderr
+    pids = marker.read_text().split()
+    assert len(pids) == 1, pids  # the parent's, once: neither the fork nor the late signal
+
+
 def test_launch_validates_the_whole_plan_first(world: Path, tmp_path: Path) -> None:
     p = make_plan(tmp_path, world, "val", overrides=["data=[toy-1k,toy-4k]"])
     engine = connect(f"sqlite:///{tmp_path / 'r.db'}")

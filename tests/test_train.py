@@ -268,6 +268,34 @@ def test_scaling_run_cli(world: Path, tmp_path: Path) -> None:
     assert many.returncode == 2 and "has 12 points" in many.stderr and len(many.stderr.splitlines()) == 1
 
 
+_AFTER_A_QUIET_RUN = """
+import logging, sys
+from scaling.plan import plan, select
+from scaling.train import run_point
+
+p = plan(sys.argv[1], [])
+point = select(p).point
+outcome = run_point(point, p.sweep.models[point.model], p.sweep.eval, p.sweep.runs_root, quiet=True)
+logging.getLogger("after").warning("the process logs on after the run")
+print(outcome.status)
+"""
+
+
+def test_a_quiet_run_leaves_logging_on_the_console(world: Path, tmp_path: Path) -> None:
+    # The run's console.log closes with it; handlers bound to it (the root logger's, set up by
+    # open_clip's first logging call in evaluation) made every later message a logging error.
+    import subprocess
+    import sys
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(root=world, runs=tmp_path / "runs"))
+    cmd = [sys.executable, "-c", _AFTER_A_QUIET_RUN, str(path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "succeeded", out.stderr
+    assert "Logging error" not in out.stderr and "the process logs on after the run" in out.stderr, out.stderr
+    assert "INFO" not in out.stderr, out.stderr  # quiet: the trainer's log is in out.log, not on the console
+
+
 def test_learning_is_real_more_samples_beat_far_fewer(world: Path, tmp_path: Path) -> None:
     # The same small model on the same data: 32,768 samples seen against 512. Sample order
     # is random in open_clip's loader (webdataset seeds its shuffle buffer from the clock),
