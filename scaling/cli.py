@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
@@ -434,18 +433,9 @@ def _list(text: str) -> list[str]:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(_finite(value), indent=2, ensure_ascii=False, default=str))
+    from scaling.outcome import json_safe  # an interval without bootstrap draws is NaN: null
 
-
-def _finite(value: Any) -> Any:
-    """NaN (an interval without bootstrap draws) as null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    click.echo(json.dumps(json_safe(value), indent=2, ensure_ascii=False, default=str))
 
 
 _FORMAT = click.option(

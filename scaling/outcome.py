@@ -40,17 +40,18 @@ class Outcome:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(_finite(asdict(self)), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        return json.dumps(json_safe(asdict(self)), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def _finite(value: Any) -> Any:
-    # JSON has no NaN: a metric that is not a number is stored as missing.
+def json_safe(value: Any) -> Any:
+    """Non-finite floats as None, in nested dicts, lists and tuples: JSON has no NaN, and a
+    metric (or an interval) that is not a number is stored as missing."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
     return value
 
 

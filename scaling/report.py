@@ -176,21 +176,11 @@ def _plot_group(ax: Axes, section: Section, i: int, name: str, fitted: Fitted) -
     c = np.geomspace(min(r.compute for r in fitted.runs), _group_end(section, name, fitted), 200)
     (line,) = ax.plot(c, law.beta * c**law.alpha, linestyle=style, color=colour, linewidth=1.4, zorder=5)
     handles: tuple[Artist, ...] = (line, front)
-    band = _band(fitted, c)
-    if band is not None:
+    if len(law.draws):  # without bootstrap draws (boot=0) there is no band
+        band = law.error_band(c)
         ax.fill_between(c, band[0], band[1], color=colour, alpha=0.12, linewidth=0, zorder=2)
         handles = (Patch(facecolor=colour, alpha=0.12), *handles)
     return handles
-
-
-def _band(fitted: Fitted, compute: np.ndarray) -> np.ndarray | None:
-    """Percentiles of the bootstrap laws at each compute (shape (2, n)), at the law's level."""
-    draws = fitted.law.draws
-    if len(draws) == 0:
-        return None
-    log_e = draws[:, :1] * np.log10(compute)[None, :] + draws[:, 1:]
-    tail = (1 - fitted.law.level) / 2 * 100
-    return np.asarray(10 ** np.percentile(log_e, [tail, 100 - tail], axis=0))
 
 
 def _plot_predictions(ax: Axes, section: Section) -> list[tuple[Annotation, float]]:

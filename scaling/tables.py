@@ -237,14 +237,14 @@ def print_fit_history(family: str, rows: Sequence[dict[str, Any]], console: Cons
 
 def print_refits(family: str, refits: Sequence[Any]) -> None:
     """One line per law of a family after new runs landed (laws not fitted yet: one line per reason)."""
-    waiting: dict[str, list[str]] = {}
+    waiting: dict[tuple[str, str], list[str]] = {}
     for r in refits:
         if r.fitted is None:
-            waiting.setdefault(f"[{r.group}] {r.reason}", []).append(f"{r.dataset}/{r.metric}")
+            waiting.setdefault((r.group, r.reason), []).append(f"{r.dataset}/{r.metric}")
             continue
         law = r.fitted.law
         lo, hi = law.alpha_ci
         print(f"  law {family} [{r.group}] {r.dataset}/{r.metric}: {law.formula}, α {_ci(lo, hi)}, "
               f"R² {law.r2:.3f}, {law.n_runs} runs")  # fmt: skip
-    for why, names in waiting.items():
-        print(f"  no law yet for {family} {why.split(']')[0]}] {', '.join(names)}: {why.split('] ', 1)[1]}")
+    for (group, reason), names in waiting.items():
+        print(f"  no law yet for {family} [{group}] {', '.join(names)}: {reason}")

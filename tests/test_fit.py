@@ -210,6 +210,23 @@ def test_fit_history_records_a_law_once_per_change(tmp_path: Path) -> None:
     assert all(r["trigger"] == "ingest" for r in rows_now)
 
 
+def test_a_law_not_fitted_yet_says_why_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scaling.tables import print_refits
+
+    engine = connect(f"sqlite:///{tmp_path}/r.db")
+    with open(law_table(tmp_path / "full.csv")) as f:
+        first_run = list(csv.DictReader(f))[:1]
+    import_table(engine, write_table(tmp_path / "one.csv", first_run), "mine")
+    (waiting,) = laws.refit(engine, "mine")
+    assert waiting.fitted is None and not waiting.recorded
+    assert waiting.reason == "1 run(s): a law needs at least two"  # the law's name is on the line already
+    print_refits("mine", [waiting])
+    assert capsys.readouterr().out == f"  no law yet for mine [toy] imagenet1k/acc1: {waiting.reason}\n"
+    assert laws.history(engine, "mine") == []
+
+
 def test_fit_command_records_history_and_shows_it(tmp_path: Path) -> None:
     assert cli(["import", str(law_table(tmp_path / "t.csv")), "--family", "mine"], tmp_path).returncode == 0
     for _ in range(2):

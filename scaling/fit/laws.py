@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
 from scaling.fit.powerlaw import Law, fit_law, percentile_interval
+from scaling.outcome import json_safe
 from scaling.store.db import transaction
 from scaling.store.models import Fit
 from scaling.store.query import Condition, Filters, fetch, parse_filters
@@ -149,7 +149,6 @@ def fit(
     """Fit E = 1 - metric against compute on the frontier of the selected runs."""
     family = family_of(parse_filters(filters))
     runs, skipped = load(engine, filters, dataset, metric)
-    where = f"family {family}, {dataset}/{metric}"
     try:
         law = fit_law(
             [r.compute for r in runs], [1 - r.value for r in runs], [r.id for r in runs],
@@ -157,8 +156,17 @@ def fit(
             seed=settings.seed,
         )  # fmt: skip
     except ClipscaleError as e:
-        raise ClipscaleError(f"{where}: {e}") from None
+        raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {e}") from None
     return Fitted(family, tuple(filters), dataset, metric, settings, law, tuple(runs), tuple(skipped))
+
+
+def _law_name(family: str, dataset: str, metric: str) -> str:
+    return f"family {family}, {dataset}/{metric}"
+
+
+def _in_data(filters: Sequence[str], data: Sequence[str]) -> list[str]:
+    """The filters narrowed to a group's data sets."""
+    return [*filters, f"data=[{','.join(data)}]"]
 
 
 def metrics_of(engine: Engine, filters: Sequence[str], include_all: bool = False) -> list[tuple[str, str]]:
@@ -248,8 +256,8 @@ def compare(a: Fitted, b: Fitted) -> Comparison:
     rng = np.random.default_rng(a.settings.seed + 1)
     da = a.law.draws[rng.permutation(len(a.law.draws))[:n]]
     db = b.law.draws[rng.permutation(len(b.law.draws))[:n]]
-    diff, ratio = da[:, 0] - db[:, 0], da[:, 1] - db[:, 1]
-    lo, hi = percentile_interval(ratio, a.law.level)
+    diff, log_ratio = da[:, 0] - db[:, 0], da[:, 1] - db[:, 1]
+    lo, hi = percentile_interval(log_ratio, a.law.level)
     return Comparison(
         a, b, a.law.alpha - b.law.alpha, percentile_interval(diff, a.law.level), a.law.beta / b.law.beta,
         (10**lo, 10**hi), float(np.mean(diff < 0)),
@@ -274,9 +282,9 @@ def record_fit(engine: Engine, fitted: Fitted, trigger: str = "fit") -> bool:
     row = {
         "family": fitted.family, "selection": _selection(fitted), "dataset": fitted.dataset,
         "metric": fitted.metric, "method": law.method, "bins": law.bins, "n_runs": law.n_runs,
-        "n_frontier": len(law.frontier), "alpha": law.alpha, "alpha_low": _finite(law.alpha_ci[0]),
-        "alpha_high": _finite(law.alpha_ci[1]), "beta": law.beta, "beta_low": _finite(law.beta_ci[0]),
-        "beta_high": _finite(law.beta_ci[1]), "level": law.level, "r2": law.r2, "n_boot": law.n_boot,
+        "n_frontier": len(law.frontier), "alpha": law.alpha, "alpha_low": json_safe(law.alpha_ci[0]),
+        "alpha_high": json_safe(law.alpha_ci[1]), "beta": law.beta, "beta_low": json_safe(law.beta_ci[0]),
+        "beta_high": json_safe(law.beta_ci[1]), "level": law.level, "r2": law.r2, "n_boot": law.n_boot,
         "inputs": fitted.inputs, "trigger": trigger,
     }  # fmt: skip
     same = (Fit.family == row["family"], Fit.selection == row["selection"], Fit.dataset == row["dataset"],
@@ -294,10 +302,6 @@ def record_fit(engine: Engine, fitted: Fitted, trigger: str = "fit") -> bool:
         return True
 
     return transaction(engine, work)
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def history(
@@ -397,7 +401,7 @@ def study(
     sections = []
     for dataset, metric in metrics:
         fits = tuple(
-            (name, fit(engine, [*filters, f"data=[{','.join(data)}]"], dataset, metric, settings))
+            (name, fit(engine, _in_data(filters, data), dataset, metric, settings))
             for name, data in groups.items()
         )
         preds = tuple((name, resolve(engine, f, t)) for name, f in fits for t in _targets(f, targets))
@@ -438,9 +442,9 @@ def refit(
     for dataset, metric in metrics_of(engine, [*filters, "status=succeeded"]):
         for group, data in groups.items():
             try:
-                f = fit(engine, [*filters, f"data=[{','.join(data)}]"], dataset, metric, settings)
+                f = fit(engine, _in_data(filters, data), dataset, metric, settings)
             except ClipscaleError as e:
-                reason = str(e).removeprefix(f"family {family}, {dataset}/{metric}: ")
+                reason = str(e).removeprefix(f"{_law_name(family, dataset, metric)}: ")
                 out.append(Refit(group, dataset, metric, None, reason))
                 continue
             out.append(Refit(group, dataset, metric, f, recorded=record_fit(engine, f, trigger)))

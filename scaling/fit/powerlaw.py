@@ -56,11 +56,17 @@ class Law:
         """Error at ``compute`` GMACs and its interval at the law's level."""
         if not compute > 0:
             raise ClipscaleError(f"compute must be positive, got {compute:g}")
-        x = np.log10(compute)
-        point = self.beta * compute**self.alpha
-        log_e = self.draws[:, 0] * x + self.draws[:, 1]
-        lo, hi = percentile_interval(log_e, self.level)
-        return point, (10**lo, 10**hi)
+        lo, hi = self.error_band(np.array([compute]))[:, 0]
+        return self.beta * compute**self.alpha, (float(lo), float(hi))
+
+    def error_band(self, compute: Array) -> Array:
+        """The interval of the error at each compute, shape (2, n): percentiles of the
+        bootstrap laws at the law's level (NaN without draws)."""
+        if len(self.draws) == 0:
+            return np.full((2, len(compute)), np.nan)
+        log_e = self.draws[:, :1] * np.log10(compute)[None, :] + self.draws[:, 1:]
+        tail = (1 - self.level) / 2 * 100
+        return np.asarray(10 ** np.percentile(log_e, [tail, 100 - tail], axis=0))
 
 
 def method_for(requested: str, n_runs: int, bins: int) -> str:
@@ -90,8 +96,9 @@ def fit_law(
     names = list(runs) if runs is not None else [str(i) for i in range(len(c))]
     _check(c, e, names, bins, n_boot, level)
     method = method_for(method, len(c), bins)
-    order = sort_runs(np.log10(c), np.log10(e))
-    log_c, log_e = np.log10(c)[order], np.log10(e)[order]
+    all_c, all_e = np.log10(c), np.log10(e)
+    order = sort_runs(all_c, all_e)
+    log_c, log_e = all_c[order], all_e[order]
     front = frontier(log_c, log_e, method, bins)
     if len(front.log_c) < 2 or np.ptp(front.log_c) == 0:
         raise ClipscaleError(f"the {method} frontier has {len(front.log_c)} point(s): a law needs two")
