@@ -182,7 +182,13 @@ teardown() {
       fi
     done
   fi
-  [[ -e $dir/made-munge-dir ]] && rmdir -- "$(dirname "$MUNGE_SOCK")" 2>/dev/null
+  if [[ -e $dir/made-munge-dir ]]; then
+    rmdir -- "$(dirname "$MUNGE_SOCK")" 2>/dev/null || true
+  elif [[ -s $dir/munge-dir-owner ]]; then
+    read -r f i <"$dir/munge-dir-owner"
+    chown -- "$f" "$(dirname "$MUNGE_SOCK")" 2>/dev/null || true
+    chmod -- "$i" "$(dirname "$MUNGE_SOCK")" 2>/dev/null || true
+  fi
   if [[ -s $dir/hosts-line ]]; then
     # Rewrite in place: /etc/hosts is often a bind mount that sed -i (rename) cannot replace.
     f=$(grep -vxF -f "$dir/hosts-line" /etc/hosts || true)
@@ -327,6 +333,11 @@ cmd_up() {
     mkdir -p "$(dirname "$MUNGE_SOCK")"
     : >"$dir/made-munge-dir"
   fi
+  # munged refuses a socket directory owned by anyone but the user it runs as ("Socket is
+  # insecure: invalid ownership"), and Debian's own munge service leaves /run/munge to the
+  # munge user: take it for root while the cluster is up, and give it back on `down`.
+  stat -c '%U:%G %a' "$(dirname "$MUNGE_SOCK")" >"$dir/munge-dir-owner"
+  chown root:root "$(dirname "$MUNGE_SOCK")"
   chmod 755 "$(dirname "$MUNGE_SOCK")"
   # munged insists on a root-owned key when run as root; the packaged one belongs to munge.
   install -m 600 -o root -g root /etc/munge/munge.key "$dir/munge/munge.key"
