@@ -159,7 +159,9 @@ def run(overrides: tuple[str, ...], config_dir: tuple[str, ...], point_id: str |
     point = select(planned, point_id).point
     spec = planned.sweep
     with training_progress(point) as progress:
-        outcome = run_point(point, spec.models[point.model], spec.eval, spec.runs_root, progress, quiet=True)
+        outcome = run_point(
+            point, spec.models[point.model], spec.eval, spec.runs_root, progress, quiet=True, policy=spec.checkpoints
+        )
     print_outcome(outcome, run_dir(spec.runs_root, point))
     if outcome.status != "succeeded":
         click.echo(f"error: run {point.id} {outcome.status}: {outcome.error}", err=True)

@@ -53,6 +53,12 @@ class TrainSettings:
     context_length: int | None = None
     patch_dropout: float | None = None
     extra_args: tuple[str, ...] = ()
+    # How a run is executed, not what it learns: these never change a point's id.
+    dist_timeout_min: float = 10.0  # a collective (or the ranks' rendezvous) waiting longer fails the run
+    torchcompile: bool = False  # open_clip's --torchcompile
+    grad_checkpointing: bool = False  # only where memory needs it: it recomputes activations
+    local_loss: bool = False  # --local-loss --gather-with-grad: the contrastive loss in linear memory
+    gather_with_grad: bool = False
 
     @property
     def global_batch_size(self) -> int:
@@ -60,8 +66,19 @@ class TrainSettings:
 
 
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainSettings))
+# Settings that change how a run is executed but not what is trained: not part of a point's id.
+EXECUTION_FIELDS = ("epoch_samples", "dist_timeout_min", "torchcompile", "grad_checkpointing",
+                    "local_loss", "gather_with_grad")  # fmt: skip
 # Keys of a point's coordinates: the three main axes plus any training setting.
 AXIS_KEYS = ("model", "data", "samples_seen", *(f for f in TRAIN_FIELDS if f != "extra_args"))
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Which checkpoints a run keeps. Always the latest (rewritten atomically every epoch,
+    what a requeued run resumes from); with ``keep_every`` N also every N-th epoch's."""
+
+    keep_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,7 @@ class SweepSpec:
     datasets: Mapping[str, DataSpec]
     runs_root: str = "runs"
     eval: EvalSpec = EvalSpec()
+    checkpoints: CheckpointPolicy = CheckpointPolicy()
 
 
 # ---------------------------------------------------------------- where configs live
@@ -314,7 +332,7 @@ def load_sweep(
 
 _TOP_KEYS = {
     "name", "description", "data_root", "runs_root", "eval", "include", "exclude", "train", "points",
-    "finetune", "gpu", "cluster", "clusters", *AXIS_KEYS,
+    "finetune", "gpu", "cluster", "clusters", "checkpoints", *AXIS_KEYS,
 }  # fmt: skip
 
 
@@ -357,7 +375,9 @@ def _choice(name: str, value: Any, where: str, choices: Sequence[str]) -> str:
 
 _MIN_INT = {"warmup": 0, "batch_size": 1, "gpus": 1, "accum_freq": 1, "workers": 0,
             "epochs": 1, "seed": None, "image_size": 1, "context_length": 1}  # fmt: skip
-_FLOAT_RANGE = {"lr": (0.0, math.inf, False), "wd": (0.0, math.inf, True),
+_BOOL = {"torchcompile", "grad_checkpointing", "local_loss", "gather_with_grad"}
+_FLOAT_RANGE = {"dist_timeout_min": (0.0, math.inf, False), "lr": (0.0, math.inf, False),
+                "wd": (0.0, math.inf, True),
                 "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
                 "eps": (0.0, math.inf, False), "patch_dropout": (0.0, 1.0, True)}  # fmt: skip
 _OPTIONAL = {"epochs", "train_num_samples", "epoch_samples", "image_size", "context_length",
@@ -374,6 +394,10 @@ def coerce_train_value(name: str, value: Any, where: str) -> Any:
         return parse_count(value, f"{where}: {name}")
     if name in _MIN_INT:
         return _int(name, value, where, _MIN_INT[name])
+    if name in _BOOL:
+        if not isinstance(value, bool):
+            raise ClipscaleError(f"{where}: {name} must be true or false, got {value!r}")
+        return value
     if name in _FLOAT_RANGE:
         return _float(name, value, where, *_FLOAT_RANGE[name])
     if name == "precision":
@@ -488,7 +512,17 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
         datasets=datasets,
         runs_root=str(raw.get("runs_root") or "runs"),
         eval=_eval(raw.get("eval"), f"{where}: eval"),
+        checkpoints=_checkpoints(raw.get("checkpoints"), f"{where}: checkpoints"),
     )
+
+
+def _checkpoints(raw: Any, where: str) -> CheckpointPolicy:
+    if raw is None:
+        return CheckpointPolicy()
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: must be a mapping with keep_every")
+    _check_keys(raw, {"keep_every"}, where)
+    return CheckpointPolicy(keep_every=_int("keep_every", raw.get("keep_every", 0), where, 0))
 
 
 def _eval(raw: Any, where: str) -> EvalSpec:

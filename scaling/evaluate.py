@@ -7,16 +7,24 @@ cluster exactly as the toy sets do here. CLIP_benchmark's linear probe needs CUD
 CPU the same recipe (L2-normalised frozen image features, a regularised multinomial
 logistic regression chosen on a held-out part of the train split) runs with scikit-learn.
 Metric names match CLIP_benchmark's output JSON (``lp_acc1`` and so on).
+
+``evaluate_run`` is a point's evaluation job: it reads the training record, evaluates the
+final checkpoint and writes the point's ``outcome.json``. It runs apart from training (on
+one GPU, or one CPU task), so a failed evaluation is rerun alone.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scaling.config import EvalSet, EvalSpec
 from scaling.errors import ClipscaleError
+
+if TYPE_CHECKING:
+    from scaling.outcome import Outcome
+    from scaling.runspec import RunSpec
 
 RECALL_K = (1, 5, 10)
 
@@ -42,6 +50,51 @@ def _nonempty(path: Path) -> bool:
     return path.is_file() and bool(path.read_text().strip())
 
 
+def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
+    """Evaluate a trained point's final checkpoint and write its outcome (a finished
+    outcome is returned as it is). Raises ClipscaleError if training has not finished."""
+    import socket
+    import time
+
+    from scaling import train
+    from scaling.outcome import RESULTS, Outcome, read_outcome, read_trained, set_aside_failure, write_outcome
+
+    directory, point = spec.directory, spec.point
+    done = read_outcome(directory) if directory.is_dir() else None
+    if done is not None and done.status in RESULTS:
+        return done
+    trained = read_trained(directory) if directory.is_dir() else None
+    if trained is None:
+        raise ClipscaleError(f"point {point.id} has not finished training: no trained.json in {directory}")
+    check_eval_sets(spec.evals)
+    set_aside_failure(directory)
+    started, clock = train.now(), time.monotonic()
+    device = train.torch_device()
+    metrics: dict[str, dict[str, float | None]] = {}
+    error = None
+    try:
+        t = point.train
+        with train.console(directory, quiet):  # open_clip logs with the root logger
+            metrics = evaluate(
+                point.model, directory / trained.checkpoint, spec.evals, device, t.image_size,
+                t.context_length, directory / "features", workers=t.workers,
+            )  # fmt: skip
+    except ClipscaleError:
+        raise
+    except Exception as e:  # evaluation failing is this run's failure; its training stands
+        error = f"evaluation failed: {type(e).__name__}: {e}"
+    outcome = Outcome(
+        id=point.id, status="failed" if error else "succeeded", samples_seen=trained.samples_seen,
+        samples_seen_planned=point.samples_seen, epochs=trained.epochs,
+        wall_time_s=round(time.monotonic() - clock, 3), train_time_s=trained.train_time_s,
+        samples_per_s=trained.samples_per_s, metrics=metrics, loss=trained.loss, error=error,
+        log_tail=train.tail(directory) if error else [], started_at=trained.started_at or started,
+        finished_at=train.now(), host=socket.gethostname(), versions=train.versions(), mfu=trained.mfu,
+        ranks=trained.ranks, stage="eval" if error else "", checkpoint=trained.checkpoint,
+    )  # fmt: skip
+    return write_outcome(directory, outcome)
+
+
 def evaluate(
     model_name: str,
     checkpoint: Path,
@@ -50,6 +103,7 @@ def evaluate(
     image_size: int | None = None,
     context_length: int | None = None,
     feature_dir: Path | None = None,
+    workers: int = 0,
 ) -> dict[str, dict[str, float | None]]:
     """Metrics per evaluation set (plus the robustness average) for one checkpoint."""
     import open_clip
@@ -65,7 +119,7 @@ def evaluate(
     tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
     results: dict[str, dict[str, float | None]] = {}
     for s in spec.sets:
-        metrics = _run(s, model, preprocess, tokenizer, spec.batch_size, device, feature_dir)
+        metrics = _run(s, model, preprocess, tokenizer, spec.batch_size, device, feature_dir, workers)
         results.setdefault(s.name, {}).update(metrics)
     if spec.robustness_name and spec.robustness_sets:
         accs = [results[name]["acc1"] or 0.0 for name in spec.robustness_sets]
@@ -73,7 +127,7 @@ def evaluate(
     return results
 
 
-def _loader(s: EvalSet, split: str, preprocess: Any, batch_size: int) -> Any:
+def _loader(s: EvalSet, split: str, preprocess: Any, batch_size: int, workers: int = 0) -> Any:
     import torch
     from clip_benchmark.datasets.builder import build_dataset, get_dataset_collate_fn
 
@@ -82,8 +136,17 @@ def _loader(s: EvalSet, split: str, preprocess: Any, batch_size: int) -> Any:
     # Retrieval batches keep each image's list of captions, as for MS-COCO.
     collate = get_dataset_collate_fn("mscoco_captions" if task == "zeroshot_retrieval" else s.name)
     batched = dataset.batched(batch_size, collation_fn=collate)
-    loader = torch.utils.data.DataLoader(batched, batch_size=None, num_workers=0)
+    # webdataset hands each worker its own shards: more workers than shards would idle.
+    workers = min(workers, _shards(s, split))
+    loader = torch.utils.data.DataLoader(batched, batch_size=None, num_workers=workers)
     return dataset, loader
+
+
+def _shards(s: EvalSet, split: str) -> int:
+    try:
+        return int((Path(s.path) / split / "nshards.txt").read_text().strip())
+    except (OSError, ValueError):
+        return 1  # a remote set: CLIP_benchmark reads its count itself
 
 
 def _run(
@@ -94,12 +157,13 @@ def _run(
     batch_size: int,
     device: str,
     feature_dir: Path | None,
+    workers: int = 0,
 ) -> dict[str, float]:
     from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
 
     amp = device.startswith("cuda")
     if s.task == "zeroshot_classification":
-        dataset, loader = _loader(s, "test", preprocess, batch_size)
+        dataset, loader = _loader(s, "test", preprocess, batch_size, workers)
         if not dataset.classes or not dataset.templates:
             raise ClipscaleError(f"evaluation set {s.name}: no class names or templates in {s.path}")
         out = zeroshot_classification.evaluate(
@@ -107,24 +171,25 @@ def _run(
         )
         return {k: float(v) for k, v in out.items()}
     if s.task == "zeroshot_retrieval":
-        _, loader = _loader(s, "test", preprocess, batch_size)
+        _, loader = _loader(s, "test", preprocess, batch_size, workers)
         out = zeroshot_retrieval.evaluate(
             model, loader, tokenizer, device, amp=amp, recall_k_list=list(RECALL_K)
         )
         return {k: float(v) for k, v in out.items()}
-    return _linear_probe(s, model, preprocess, batch_size, device, feature_dir)
+    return _linear_probe(s, model, preprocess, batch_size, device, feature_dir, workers)
 
 
 def _linear_probe(
-    s: EvalSet, model: Any, preprocess: Any, batch_size: int, device: str, feature_dir: Path | None
-) -> dict[str, float]:
-    _, train = _loader(s, "train", preprocess, batch_size)
-    _, test = _loader(s, "test", preprocess, batch_size)
+    s: EvalSet, model: Any, preprocess: Any, batch_size: int, device: str, feature_dir: Path | None,
+    workers: int,
+) -> dict[str, float]:  # fmt: skip
+    _, train = _loader(s, "train", preprocess, batch_size, workers)
+    _, test = _loader(s, "test", preprocess, batch_size, workers)
     if device.startswith("cuda"):
         from clip_benchmark.metrics import linear_probe
 
         out = linear_probe.evaluate(
-            model, train, test, fewshot_k=-1, batch_size=batch_size, num_workers=0, lr=0.1, epochs=10,
+            model, train, test, fewshot_k=-1, batch_size=batch_size, num_workers=workers, lr=0.1, epochs=10,
             model_id=s.name, seed=0, feature_root=str(feature_dir or Path("features")), device="cuda",
         )  # fmt: skip
         return {k: float(v) for k, v in out.items() if k.startswith("lp_")}

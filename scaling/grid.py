@@ -11,6 +11,7 @@ from typing import Any
 
 from scaling.config import (
     AXIS_KEYS,
+    EXECUTION_FIELDS,
     TRAIN_FIELDS,
     DataSpec,
     ModelSpec,
@@ -163,8 +164,9 @@ def make_point(
     ``samples_per_epoch``, ``samples_seen``, ``steps``) into a grid point."""
     train = replace(cand.train, epochs=exact["epochs"], train_num_samples=exact["train_num_samples"])
     config = dict(model.open_clip_config) if model.open_clip_config is not None else None
-    # epoch_samples only guided the choice of epochs, which the id now holds exactly.
-    settings = {k: v for k, v in asdict(train).items() if k != "epoch_samples"}
+    # epoch_samples only guided the choice of epochs, which the id now holds exactly; the
+    # other execution settings change how the run is executed, not what it learns.
+    settings = {k: v for k, v in asdict(train).items() if k not in EXECUTION_FIELDS}
     identity = {
         "model": model.name,
         "model_config": config,

@@ -1,10 +1,12 @@
-"""Run one grid point: open_clip's own trainer in this process, then the evaluations.
+"""Train one grid point: open_clip's own trainer in this process, on every rank.
 
 The same function runs on a laptop CPU with a toy model and on a Slurm GPU node with a
-LAION shard set: the trainer reads the distributed environment itself. Every run lives
-in ``{runs_root}/{point id}``; the resolved point is written there before training, the
-trainer always gets ``--resume latest`` (so a rerun continues from the last checkpoint,
-never from scratch), and the run ends with an atomically written ``outcome.json``.
+LAION shard set; the trainer reads the distributed environment itself. Every run lives in
+``{runs_root}/{point id}``; the resolved point is written there before training, the
+trainer always gets ``--resume latest`` (a rerun continues from the last checkpoint, never
+from scratch), and training ends in ``trained.json`` (evaluation, its own job, reads it and
+writes ``outcome.json``) or, if it failed or diverged, in ``outcome.json`` itself.
+``run_point`` does both in one process, as ``scaling run`` does.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import re
 import socket
 import sys
 import tarfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -25,12 +27,24 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TextIO
 
-from scaling import trainlog
+from scaling import checkpoints, distributed, trainlog
+from scaling.compute import TRAIN_FLOPS_PER_MAC
 from scaling.config import EvalSpec, ModelSpec
 from scaling.errors import ClipscaleError
 from scaling.files import write_atomic
 from scaling.grid import GridPoint
-from scaling.outcome import POINT_FILE, Outcome, read_outcome, write_outcome
+from scaling.outcome import (
+    POINT_FILE,
+    RESULTS,
+    Outcome,
+    Trained,
+    read_outcome,
+    read_trained,
+    set_aside_failure,
+    write_outcome,
+    write_trained,
+)
+from scaling.runspec import RunSpec, run_dir
 
 Progress = Callable[[int, int, int], None]  # (epoch, samples in epoch, samples per epoch)
 # Set when the job is about to be requeued (time limit, preemption): the SystemExit that
@@ -39,17 +53,15 @@ REQUEUEING = threading.Event()
 LOG_TAIL = 40
 _FULL_CHECK_BYTES = 2 << 30  # data sets up to this size have every sample decoded first
 
-
-def run_dir(runs_root: str | Path, point: GridPoint) -> Path:
-    return Path(runs_root) / point.id
-
-
-def checkpoint_of(directory: Path, epoch: int) -> Path:
-    return directory / "checkpoints" / f"epoch_{epoch}.pt"
+__all__ = ["REQUEUEING", "RunSpec", "check_shards", "open_clip_argv", "run_dir", "run_point", "train"]
 
 
 def open_clip_argv(
-    point: GridPoint, runs_root: Path, device: str, pretrained: Path | None = None
+    point: GridPoint,
+    runs_root: Path,
+    device: str,
+    pretrained: Path | None = None,
+    policy: checkpoints.CheckpointPolicy | None = None,
 ) -> list[str]:
     """The ``open_clip_train.main`` arguments of a point: nothing left to its defaults
     that changes what is trained."""
@@ -81,11 +93,16 @@ def open_clip_argv(
         "--logs", str(runs_root),
         "--name", point.id,
         "--resume", "latest",
-        "--save-frequency", "1",
+        *checkpoints.trainer_args(policy or checkpoints.CheckpointPolicy()),
         "--report-to", "",
-        # Often enough for a loss curve and a progress bar, and always at an epoch's end.
+        # Often enough for a loss curve, a progress bar and catching a divergence early,
+        # and always at an epoch's end.
         "--log-every-n-steps", str(max(1, min(100, batches_per_epoch // 20))),
     ]  # fmt: skip
+    for flag, on in (("--torchcompile", t.torchcompile), ("--grad-checkpointing", t.grad_checkpointing),
+                     ("--local-loss", t.local_loss), ("--gather-with-grad", t.gather_with_grad)):  # fmt: skip
+        if on:
+            argv.append(flag)
     if t.image_size is not None:
         argv += ["--force-image-size", str(t.image_size)]
     if t.context_length is not None:
@@ -180,32 +197,65 @@ def run_point(
     runs_root: str | Path,
     progress: Progress | None = None,
     quiet: bool = False,
+    policy: checkpoints.CheckpointPolicy | None = None,
 ) -> Outcome:
-    """Train (or resume) and evaluate one point; return its outcome.
+    """Train (or resume) and evaluate one point in this process; return its outcome.
 
     A point whose outcome says it succeeded or diverged is not run again. Bad input
     (missing or corrupt shards, incomplete evaluation sets, an unwritable directory, an
     unfinished first stage) raises ClipscaleError before anything is trained.
     """
+    from scaling.evaluate import evaluate_run
+
+    root = str(Path(runs_root).resolve())
+    spec = RunSpec(point, model, evals, root, policy or checkpoints.CheckpointPolicy())
+    ended = train(spec, progress, quiet)
+    if isinstance(ended, Outcome):
+        return ended
+    return evaluate_run(spec, quiet)
+
+
+def train(spec: RunSpec, progress: Progress | None = None, quiet: bool = True) -> Trained | Outcome | None:
+    """Train this rank's part of a point. Rank 0 returns the training record (training
+    finished as planned) or the outcome that ended the run (failed, diverged); other ranks
+    return None, or raise if their own part failed. A finished run is not trained again."""
     from scaling.evaluate import check_eval_sets  # no torch at import
 
-    root = Path(runs_root).resolve()
-    directory = run_dir(root, point)
+    point, directory = spec.point, spec.directory
+    rank = distributed.this_rank()
     done = read_outcome(directory) if directory.is_dir() else None
-    if done is not None and done.status in ("succeeded", "diverged"):
-        return done
+    if done is not None and done.status in RESULTS:
+        return done if rank.rank == 0 else None
+    trained = read_trained(directory) if directory.is_dir() else None
+    if trained is not None:  # only its evaluation is left
+        return trained if rank.rank == 0 else None
+    root = Path(spec.runs_root)
     pretrained = _parent_checkpoint(root, point)
+    # Every rank checks, so that none waits in the rendezvous for a peer that stopped here.
     check_shards(point.shards)
-    check_eval_sets(evals)
+    check_eval_sets(spec.evals)
     _check_writable(directory)
-    _write_point(directory, point)
-
-    started, clock = _now(), time.monotonic()
-    device = _device()
+    if rank.rank == 0:
+        set_aside_failure(directory)
+        _write_point(directory, point)
+        note = checkpoints.prepare_resume(directory)
+        if note:
+            _note(directory, note)
+    record = distributed.RankRecord(directory, rank, _console_path(directory, rank.rank))
+    record.start()
+    started = now()
+    device = torch_device()
     error: str | None = None
+    failure: BaseException | None = None
+    diverged = False
     try:
-        with _trainer_output(directory, quiet), _progress_handler(progress):
-            code = _train(point, model, root, device, pretrained)
+        with (
+            console(directory, quiet, rank.rank),
+            _progress_handler(progress),
+            _divergence_watch(),
+            distributed.trainer_patches(device, point.train.dist_timeout_min),
+        ):
+            code = _train(point, spec.model, root, device, pretrained, spec.checkpoints)
         if code == -1:
             error = "open_clip_train refused to start (see console.log)"
     except KeyboardInterrupt:
@@ -213,93 +263,122 @@ def run_point(
     except SystemExit as e:  # the trainer's argparse exits on arguments it rejects
         if REQUEUEING.is_set():
             raise  # no outcome: the requeued job resumes from the latest checkpoint
-        error = f"open_clip_train exited with {e.code} (bad extra_args? see console.log)"
+        error, failure = f"open_clip_train exited with {e.code} (bad extra_args? see console.log)", e
+    except Diverged as e:
+        diverged, error, failure = True, str(e), e
     except Exception as e:  # the trainer's failure is the run's outcome, not ours
-        error = f"{type(e).__name__}: {e}"
-    return _finish(point, evals, directory, device, started, clock, error, quiet)
+        error, failure = f"{type(e).__name__}: {e}", e
+    finally:
+        distributed.leave()
+    record.end(error if not diverged else None, failure if not diverged else None)
+    if rank.rank != 0:
+        if error and not diverged:
+            raise RuntimeError(f"rank {rank.rank}: {error}")
+        return None
+    return _finish_training(spec, rank, started, error, diverged, device)
 
 
-def train_other_rank(point: GridPoint, model: ModelSpec, runs_root: str | Path) -> None:
-    """A rank other than 0 of a multi-process run: train beside rank 0, which alone writes
-    ``point.json`` and ``outcome.json`` and evaluates. It skips a finished run, as rank 0
-    does, so that no rank waits for peers that never start."""
-    root = Path(runs_root).resolve()
-    directory = run_dir(root, point)
-    done = read_outcome(directory) if directory.is_dir() else None
-    if done is not None and done.status in ("succeeded", "diverged"):
-        return
-    pretrained = _parent_checkpoint(root, point)
-    directory.mkdir(parents=True, exist_ok=True)
-    with _trainer_output(directory, quiet=True):
-        _train(point, model, root, _device(), pretrained)
-
-
-def _finish(
-    point: GridPoint,
-    evals: EvalSpec,
-    directory: Path,
-    device: str,
-    started: str,
-    clock: float,
-    error: str | None,
-    quiet: bool,
-) -> Outcome:
+def _finish_training(
+    spec: RunSpec, rank: distributed.Rank, started: str, error: str | None, diverged: bool, device: str
+) -> Trained | Outcome:
+    """Rank 0, after the trainer returned or raised: the training record, or the outcome."""
+    directory, point = spec.directory, spec.point
     log_path = directory / "out.log"
     log = trainlog.parse(log_path.read_text() if log_path.exists() else "")
-    status = "failed"
-    metrics: dict[str, dict[str, float | None]] = {}
-    final = checkpoint_of(directory, point.train.epochs or 0)
-    if error is None and log.diverged:
-        status, error = "diverged", "the training loss became NaN or infinite"
-    elif error is None and not final.exists():
-        error = f"training ended without its final checkpoint {final.name}"
+    failed_rank, lines = None, tail(directory)
+    if error is not None and not diverged and rank.world > 1:
+        peer = distributed.first_failure(directory, rank)
+        if peer is not None:
+            failed_rank, error = int(peer["rank"]), f"rank {peer['rank']}: {peer['error']} (rank 0: {error})"
+            # The failing rank's own last words first: they say why, rank 0's say what followed.
+            theirs = [f"rank {peer['rank']}: {line}" for line in distributed.log_tail(peer["log"])]
+            lines = theirs[-LOG_TAIL // 2 :] + lines[-LOG_TAIL // 2 :]
+    diverged = diverged or (error is None and log.diverged)
+    final = None
+    if error is None and not diverged:
+        final = checkpoints.finish(directory, spec.checkpoints, point.train.epochs or 0)
+    if diverged:
+        error = error or "the training loss became NaN or infinite"
+    elif error is None and final is None:
+        error = f"training ended without a readable final checkpoint ({checkpoints.LATEST})"
     elif error is None and log.samples_seen != point.samples_seen:
         error = f"the trainer saw {log.samples_seen:,} samples; the plan says {point.samples_seen:,}"
-    elif error is None:
-        try:
-            from scaling.evaluate import evaluate
-
-            t = point.train
-            with _trainer_output(directory, quiet):  # open_clip logs with the root logger
-                metrics = evaluate(
-                    point.model, final, evals, device, t.image_size, t.context_length, directory / "features"
-                )
-            status = "succeeded"
-        except ClipscaleError:
-            raise
-        except Exception as e:  # evaluation failing is this run's failure
-            error = f"evaluation failed: {type(e).__name__}: {e}"
     train_time = log.train_time_s or None
+    speed = round(log.samples_seen / train_time, 3) if train_time else None
+    if error is None and final is not None:
+        trained = Trained(
+            id=point.id, samples_seen=log.samples_seen, epochs=point.train.epochs or 0,
+            checkpoint=str(final.relative_to(directory)), train_time_s=train_time, samples_per_s=speed,
+            mfu=_mfu(spec, speed, rank.world, device), ranks=rank.world, loss=log.loss_summary(),
+            started_at=started, finished_at=now(), host=socket.gethostname(),
+        )  # fmt: skip
+        write_trained(directory, trained)
+        return trained
     outcome = Outcome(
-        id=point.id,
-        status=status,
-        samples_seen=log.samples_seen or None,
-        samples_seen_planned=point.samples_seen,
-        epochs=point.train.epochs or 0,
-        wall_time_s=round(time.monotonic() - clock, 3),
-        train_time_s=train_time,
-        samples_per_s=round(log.samples_seen / train_time, 3) if train_time else None,
-        metrics=metrics,
-        loss=log.loss_summary(),
-        error=error,
-        log_tail=_tail(directory) if status != "succeeded" else [],
-        started_at=started,
-        finished_at=_now(),
-        host=socket.gethostname(),
-        versions=_versions(),
-    )
+        id=point.id, status="diverged" if diverged else "failed",
+        samples_seen=log.samples_seen or None, samples_seen_planned=point.samples_seen,
+        epochs=point.train.epochs or 0, wall_time_s=0.0, train_time_s=train_time, samples_per_s=speed,
+        loss=log.loss_summary(), error=error, log_tail=lines[-LOG_TAIL:], started_at=started,
+        finished_at=now(), host=socket.gethostname(), versions=versions(), ranks=rank.world,
+        failed_rank=failed_rank if failed_rank is not None else (0 if not diverged else None), stage="train",
+    )  # fmt: skip
     return write_outcome(directory, outcome)
 
 
+def _note(directory: Path, text: str) -> None:
+    """A line of clipscale's own in the run's log, in the trainer's format."""
+    stamp = datetime.now().strftime("%Y-%m-%d,%H:%M:%S")
+    with open(directory / "out.log", "a") as f:
+        f.write(f"{stamp} | WARNING | clipscale: {text}\n")
+
+
+def _mfu(spec: RunSpec, samples_per_s: float | None, ranks: int, device: str) -> float | None:
+    """Model-FLOPs utilisation: 6 FLOPs per MAC per sample against the GPUs' bf16 peak.
+    Not for CPUs, whose peak the plan does not know."""
+    if device != "cuda" or not samples_per_s or not spec.gmacs_per_sample or not spec.peak_tflops:
+        return None
+    flops = samples_per_s * TRAIN_FLOPS_PER_MAC * spec.gmacs_per_sample * 1e9
+    return round(flops / (ranks * spec.peak_tflops * 1e12), 4)
+
+
+class Diverged(Exception):
+    """The training loss stopped being a finite number: the run cannot recover."""
+
+
+class _DivergenceWatch(logging.Handler):
+    """Stops the trainer at the first logged loss that is NaN or infinite: raised from its
+    own logging call, the exception ends training within one log step, not one run."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = trainlog.LOSS.search(record.getMessage())
+        if m and not all(math.isfinite(float(v)) for v in (m["loss"], m["avg"])):
+            raise Diverged(f"the training loss became {m['loss']} at epoch {m['epoch']}: stopped")
+
+
+@contextlib.contextmanager
+def _divergence_watch() -> Iterator[None]:
+    handler = _DivergenceWatch(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
 def _train(
-    point: GridPoint, model: ModelSpec, root: Path, device: str, pretrained: Path | None
+    point: GridPoint,
+    model: ModelSpec,
+    root: Path,
+    device: str,
+    pretrained: Path | None,
+    policy: checkpoints.CheckpointPolicy,
 ) -> int | None:
     from open_clip_train.main import main
 
     from scaling.registry import register_models
 
     register_models([model])
-    return main(open_clip_argv(point, root, device, pretrained))
+    return main(open_clip_argv(point, root, device, pretrained, policy))
 
 
 def _parent_checkpoint(root: Path, point: GridPoint) -> Path | None:
@@ -309,19 +388,23 @@ def _parent_checkpoint(root: Path, point: GridPoint) -> Path | None:
         return None
     parent_dir = root / point.parent
     outcome = read_outcome(parent_dir) if parent_dir.is_dir() else None
-    if outcome is None or outcome.status != "succeeded":
+    if outcome is None or outcome.status != "succeeded" or outcome.checkpoint is None:
         raise ClipscaleError(f"point {point.id} needs its first stage {point.parent} to have succeeded first")
-    return checkpoint_of(parent_dir, outcome.epochs)
+    return parent_dir / outcome.checkpoint
 
 
-def _device() -> str:
+def torch_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _console_path(directory: Path, rank: int) -> Path:
+    return directory / ("console.log" if rank == 0 else f"console.rank{rank}.log")
+
+
 @contextlib.contextmanager
-def _trainer_output(directory: Path, quiet: bool) -> Iterator[None]:
+def console(directory: Path, quiet: bool, rank: int = 0) -> Iterator[None]:
     """Keep the trainer's logging set-up from outliving the run (it adds a file and a
     console handler on every call) and, if quiet, send its console to console.log. A quiet
     run also sets the process's own root handlers aside: the trainer logs at INFO."""
@@ -330,7 +413,7 @@ def _trainer_output(directory: Path, quiet: bool) -> Iterator[None]:
     aside = handlers if quiet else []
     # It also sets every logger to INFO, which makes torch chatty at exit: restore them.
     levels = {name: logging.getLogger(name).level for name in [*root.manager.loggerDict, ""]}
-    with _console_to_file(directory, quiet):
+    with _console_to_file(_console_path(directory, rank), quiet):
         for handler in aside:
             root.removeHandler(handler)
         try:
@@ -348,14 +431,14 @@ def _trainer_output(directory: Path, quiet: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _console_to_file(directory: Path, quiet: bool) -> Iterator[None]:
-    """If quiet, what the trainer and CLIP_benchmark print goes to console.log."""
+def _console_to_file(path: Path, quiet: bool) -> Iterator[None]:
+    """If quiet, what the trainer and CLIP_benchmark print goes to ``path``."""
     if not quiet:
         yield
         return
     console = sys.stderr
     with (
-        open(directory / "console.log", "a") as stream,
+        open(path, "a") as stream,
         contextlib.redirect_stdout(stream),
         contextlib.redirect_stderr(stream),
     ):
@@ -400,7 +483,8 @@ def _progress_handler(progress: Progress | None) -> Iterator[None]:
         logging.getLogger().removeHandler(handler)
 
 
-def _tail(directory: Path) -> list[str]:
+def tail(directory: Path) -> list[str]:
+    """The last lines of a run's trainer log and console (ANSI colours removed)."""
     lines: list[str] = []
     for name in ("out.log", "console.log"):
         path = directory / name
@@ -412,11 +496,11 @@ def _tail(directory: Path) -> list[str]:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     out = {}
     for dist in ("clipscale", "open_clip_torch", "torch", "clip-benchmark"):
         with contextlib.suppress(PackageNotFoundError):

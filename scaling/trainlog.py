@@ -17,6 +17,7 @@ _LINE = re.compile(
     r"\[\s*(?P<n>\d+)/(?P<total>\d+) .*? Loss: (?P<loss>\S+) \((?P<avg>\S+)\)\s*$"
 )
 PROGRESS = re.compile(r"Train Epoch: (?P<epoch>\d+) \[\s*(?P<n>\d+)/(?P<total>\d+)")
+LOSS = re.compile(r"Train Epoch: (?P<epoch>\d+) .* Loss: (?P<loss>\S+) \((?P<avg>\S+)\)\s*$")
 
 
 @dataclass

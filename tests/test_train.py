@@ -103,7 +103,10 @@ def test_run_directory_holds_config_log_checkpoints_and_outcome(trained) -> None
     p, point, outcome, _ = trained
     directory = run_dir(p.sweep.runs_root, point)
     assert json.loads((directory / "point.json").read_text())["id"] == point.id
-    assert (directory / "checkpoints" / "epoch_2.pt").is_file() and (directory / "out.log").is_file()
+    assert (directory / "out.log").is_file() and (directory / "trained.json").is_file()
+    # The default policy keeps the latest checkpoint alone (the final epoch's copy is removed).
+    assert sorted(f.name for f in (directory / "checkpoints").iterdir()) == ["epoch_latest.pt"]
+    assert outcome.checkpoint == "checkpoints/epoch_latest.pt" and outcome.ranks == 1
     assert read_outcome(directory) == outcome
     assert not list(directory.glob(".outcome.json.*")), "a temporary outcome file was left behind"
 
@@ -116,30 +119,45 @@ def test_second_invocation_does_not_retrain(trained) -> None:  # type: ignore[no
     assert (run_dir(p.sweep.runs_root, point) / "out.log").read_text() == log
 
 
-def test_half_finished_run_resumes_from_its_checkpoint(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    p, point, _, _ = trained
-    # Make a copy of the run as it was after its first epoch.
+@pytest.fixture(scope="module")
+def kept(world: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The tiny point trained with every epoch's checkpoint kept."""
+    tmp = tmp_path_factory.mktemp("kept")
+    p = tiny_plan(tmp, world, tmp / "runs", ["+checkpoints.keep_every=1"])
+    point, outcome = run_only(p, quiet=True, policy=p.sweep.checkpoints)
+    return p, point, outcome
+
+
+def test_a_policy_that_keeps_every_epoch_leaves_them_beside_the_latest(kept) -> None:  # type: ignore[no-untyped-def]
+    p, point, outcome = kept
+    assert outcome.status == "succeeded", outcome.error
+    names = sorted(f.name for f in (run_dir(p.sweep.runs_root, point) / "checkpoints").iterdir())
+    assert names == ["epoch_1.pt", "epoch_2.pt", "epoch_latest.pt"]
+
+
+def test_a_truncated_latest_checkpoint_is_never_resumed_from(kept, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A run killed while its final epoch was written: the last checkpoint is cut short, and
+    # the run must resume from the newest whole one (epoch 1), not fail on every retry.
+    p, point, _ = kept
     runs = tmp_path / "runs"
     shutil.copytree(run_dir(p.sweep.runs_root, point), runs / point.id)
-    (runs / point.id / "outcome.json").unlink()
-    (runs / point.id / "checkpoints" / "epoch_2.pt").unlink()
-    log = runs / point.id / "out.log"
-    log.write_text(
-        "".join(line for line in log.read_text().splitlines(True) if "Train Epoch: 1 " not in line)
-    )
-    resumed = tiny_plan(tmp_path, Path(point.shards).parents[2], runs)
-    _, again = run_only(resumed, quiet=True)
+    directory = runs / point.id
+    for name in ("outcome.json", "trained.json", "checkpoints/epoch_2.pt"):
+        (directory / name).unlink()
+    latest = directory / "checkpoints" / "epoch_latest.pt"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    log = directory / "out.log"
+    log.write_text("".join(line for line in log.read_text().splitlines(True) if "Train Epoch: 1 " not in line))
+    resumed = tiny_plan(tmp_path, Path(point.shards).parents[2], runs, ["+checkpoints.keep_every=1"])
+    _, again = run_only(resumed, quiet=True, policy=resumed.sweep.checkpoints)
     text = log.read_text()
-    assert again.status == "succeeded" and again.samples_seen == 512
-    assert "Train Epoch: 1 " in text and text.count("Train Epoch: 0 ") == log_count(
-        trained, "Train Epoch: 0 "
-    )
-    assert "epoch_1.pt" in text  # the trainer says it resumed from the first epoch's checkpoint
-
-
-def log_count(trained, needle: str) -> int:  # type: ignore[no-untyped-def]
-    p, point, _, _ = trained
-    return (run_dir(p.sweep.runs_root, point) / "out.log").read_text().count(needle)
+    assert again.status == "succeeded" and again.samples_seen == 512, again.error
+    assert "epoch_latest.pt was unreadable" in text and "resuming from epoch_1.pt" in text
+    assert "(epoch 1)" in text  # the trainer resumed after the first epoch
+    assert text.count("Train Epoch: 0 ") == (run_dir(p.sweep.runs_root, point) / "out.log").read_text().count(
+        "Train Epoch: 0 "
+    )  # epoch 0 was not trained again
+    assert not list((directory / "checkpoints").glob("*.unreadable-*"))  # set aside, then cleaned up
 
 
 def test_argv_names_the_run_and_always_resumes(trained) -> None:  # type: ignore[no-untyped-def]
@@ -231,11 +249,16 @@ def test_check_shards_accepts_the_generated_world(world: Path) -> None:
     assert len(check_shards(str(world / "toy" / "toy-4k" / "{00000..00003}.tar"))) == 4
 
 
-def test_diverged_run_ends_as_diverged_not_a_crash(world: Path, tmp_path: Path) -> None:
-    p = tiny_plan(tmp_path, world, tmp_path / "runs", ["train.lr=1e30"])
+def test_diverged_run_stops_at_once_and_ends_as_diverged(world: Path, tmp_path: Path) -> None:
+    p = tiny_plan(tmp_path, world, tmp_path / "runs", ["train.lr=1e30", "train.epochs=4", "samples_seen=2048"])
     point, outcome = run_only(p, quiet=True)
-    assert outcome.status == "diverged" and "NaN" in (outcome.error or "")
-    assert outcome.metrics == {} and outcome.log_tail
+    assert outcome.status == "diverged" and "nan" in (outcome.error or "").lower(), outcome.error
+    assert outcome.metrics == {} and outcome.log_tail and outcome.stage == "train"
+    # The trainer stopped at the first non-finite loss it logged, in the first epoch: the
+    # rest of the run (and its evaluation) never happened.
+    log = (run_dir(p.sweep.runs_root, point) / "out.log").read_text()
+    assert "Train Epoch: 0 " in log and "Train Epoch: 1 " not in log
+    assert not (run_dir(p.sweep.runs_root, point) / "trained.json").exists()
     # Rerunning a diverged point would diverge again: its outcome stands.
     log = (run_dir(p.sweep.runs_root, point) / "out.log").read_text()
     assert run_only(p, quiet=True)[1] == outcome

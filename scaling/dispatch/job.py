@@ -1,9 +1,11 @@
-"""What runs on the compute side: one grid point, as a submitit checkpointable job.
+"""What runs on the compute side: one grid point's training or evaluation, as a submitit
+checkpointable job.
 
-The same callable runs in a Slurm task (one per GPU) and in a local worker process. On a
-time limit or preemption submitit calls ``checkpoint``, which hands back this very job
-to be requeued; the trainer then continues from its latest checkpoint (``--resume
-latest``), so the samples seen end exactly as planned.
+A training job runs on every rank of the point (a Slurm task per GPU, or a local process
+per rank); its evaluation is a job of its own that starts after it. On a time limit or
+preemption submitit calls ``checkpoint``, which hands back this very job to be requeued:
+training continues from its latest checkpoint (``--resume latest``), so the samples seen
+end exactly as planned, and an evaluation starts again.
 """
 
 from __future__ import annotations
@@ -11,49 +13,41 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import submitit
 
-from scaling.config import EvalSpec, ModelSpec
-from scaling.grid import GridPoint
+from scaling.runspec import RunSpec
 
 Handler = Callable[[int, FrameType | None], Any]
-
-
-@dataclass(frozen=True)
-class PointSpec:
-    """Everything a worker needs to run a point, with no config files to read."""
-
-    point: GridPoint
-    model: ModelSpec
-    evals: EvalSpec
-    runs_root: str
+TRAIN, EVAL = "train", "eval"
 
 
 class PointJob(submitit.helpers.Checkpointable):
-    def __init__(self, spec: PointSpec) -> None:
+    def __init__(self, spec: RunSpec, stage: str = TRAIN) -> None:
         self.spec = spec
+        self.stage = stage
 
     def __call__(self) -> str:
-        from scaling.train import run_point, train_other_rank
+        from scaling import distributed
+        from scaling.outcome import Outcome
 
-        rank = _distributed_rank()
-        s = self.spec
         _signals_for_this_process_only()
-        if rank != 0:
-            train_other_rank(s.point, s.model, s.runs_root)
-            _ignore_requeue_signal()
-            return f"rank {rank} done"
-        outcome = run_point(s.point, s.model, s.evals, s.runs_root, quiet=True)
+        distributed.set_threads(self.spec.point.train.workers)
+        if self.stage == EVAL:
+            from scaling.evaluate import evaluate_run
+
+            ended: Any = evaluate_run(self.spec)
+        else:
+            from scaling.train import train
+
+            ended = train(self.spec)
         _ignore_requeue_signal()
-        if outcome.status == "failed":
+        if isinstance(ended, Outcome) and ended.status == "failed":
             # A failed run exits non-zero, so Slurm and the local runner both say FAILED.
-            raise RuntimeError(f"point {s.point.id} failed: {outcome.error}")
-        return outcome.status
+            raise RuntimeError(f"point {self.spec.point.id} failed: {ended.error}")
+        return ended.status if isinstance(ended, Outcome) else f"{self.stage} done"
 
     def checkpoint(self, *args: object, **kwargs: object) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on a time limit or preemption, before it requeues the job:
@@ -93,16 +87,3 @@ def _ignore_requeue_signal() -> None:
     still arrive (its timer has a 60 s resolution): ignored, it neither requeues a finished
     job nor, reset to its default by Python's shutdown, kills it as FAILED."""
     signal.signal(_requeue_signal(), signal.SIG_IGN)
-
-
-def _distributed_rank() -> int:
-    """Under Slurm with several tasks, export torch.distributed's variables from the job
-    (every GPU of the node stays visible: open_clip picks ``cuda:LOCAL_RANK`` itself)."""
-    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        return int(env.rank)
-    return 0
-
-
-def run_dir_of(spec: PointSpec) -> Path:
-    return Path(spec.runs_root) / spec.point.id
