@@ -159,9 +159,8 @@ def run(overrides: tuple[str, ...], config_dir: tuple[str, ...], point_id: str |
     point = select(planned, point_id).point
     spec = planned.sweep
     with training_progress(point) as progress:
-        outcome = run_point(
-            point, spec.models[point.model], spec.eval, spec.runs_root, progress, quiet=True, policy=spec.checkpoints
-        )
+        model, policy = spec.models[point.model], spec.checkpoints
+        outcome = run_point(point, model, spec.eval, spec.runs_root, progress, quiet=True, policy=policy)
     print_outcome(outcome, run_dir(spec.runs_root, point))
     if outcome.status != "succeeded":
         click.echo(f"error: run {point.id} {outcome.status}: {outcome.error}", err=True)

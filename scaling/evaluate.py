@@ -58,6 +58,7 @@ def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
 
     from scaling import train
     from scaling.outcome import RESULTS, Outcome, read_outcome, read_trained, set_aside_failure, write_outcome
+    from scaling.registry import register_models
 
     directory, point = spec.directory, spec.point
     done = read_outcome(directory) if directory.is_dir() else None
@@ -67,6 +68,7 @@ def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
     if trained is None:
         raise ClipscaleError(f"point {point.id} has not finished training: no trained.json in {directory}")
     check_eval_sets(spec.evals)
+    register_models([spec.model])  # a process of its own: the toy models are not open_clip's
     set_aside_failure(directory)
     started, clock = train.now(), time.monotonic()
     device = train.torch_device()

@@ -38,6 +38,7 @@ class SlurmSettings:
     array_parallelism: int = 64
     signal_delay_s: int = 120  # Slurm warns a job this long before its time limit: checkpoint, requeue
     max_requeues: int = 20  # requeues after a time limit or preemption before a job counts as failed
+    eval_time_min: int = 120  # an evaluation job's time limit (it runs on one GPU, or one CPU task)
     additional_parameters: tuple[tuple[str, str], ...] = ()
 
 
@@ -117,6 +118,24 @@ def resources(point: PlannedPoint, s: SlurmSettings) -> Resources:
         cpus_per_task=s.cpus_per_gpu,
         mem_gb=s.mem_gb_per_gpu * per_node,
         time_min=time_min,
+        partition=s.partition,
+        account=s.account,
+        qos=s.qos,
+        constraint=s.constraint,
+        additional_parameters=s.additional_parameters,
+    )
+
+
+def eval_resources(s: SlurmSettings) -> Resources:
+    """What one point's evaluation asks for: one GPU (one CPU task on CPU-only nodes) with
+    its share of the node's CPUs for data-loader workers and memory, on one node."""
+    return Resources(
+        nodes=1,
+        gpus_per_node=1 if s.gpus_per_node else 0,
+        tasks_per_node=1,
+        cpus_per_task=s.cpus_per_gpu,
+        mem_gb=s.mem_gb_per_gpu,
+        time_min=min(s.eval_time_min, s.time_limit_min),
         partition=s.partition,
         account=s.account,
         qos=s.qos,

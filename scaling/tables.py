@@ -132,8 +132,9 @@ def _number(value: Any) -> str:
     return f"{value:.4g}"
 
 
-_ORDER = ("succeeded", "diverged", "running", "pending", "requeued", "submitting", "failed", "timeout",
-          "out_of_memory", "node_fail", "lost", "cancelled", "not submitted")  # fmt: skip
+_ORDER = ("succeeded", "diverged", "evaluating", "trained", "running", "pending", "requeued",
+          "submitting", "failed", "timeout", "out_of_memory", "node_fail", "lost", "cancelled",
+          "not submitted")  # fmt: skip
 
 
 def sweep_status_line(name: str, summary: Any) -> str:

@@ -47,10 +47,13 @@ def wait_done(p: Plan, engine: sa.Engine, timeout_s: float = 300) -> object:
         time.sleep(1)
 
 
-def attempts(engine: sa.Engine) -> list[tuple[str, str, str]]:
+def attempts(engine: sa.Engine, stage: str = "train") -> list[tuple[str, str, str]]:
+    """(point, state, key) of every attempt at ``stage`` (training, or evaluation)."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(Attempt.point_id, Attempt.state, Attempt.key).order_by(Attempt.id)
+            sa.select(Attempt.point_id, Attempt.state, Attempt.key)
+            .where(Attempt.stage == stage)
+            .order_by(Attempt.id)
         ).all()
     return [tuple(r) for r in rows]  # type: ignore[misc]
 
@@ -72,13 +75,16 @@ def test_launch_returns_at_once_then_status_ingests_and_rerun_submits_nothing(
     frame = runs(str(engine.url), "sweep=disp")
     assert sorted(frame["status"]) == ["succeeded", "succeeded"]
     assert frame["toy_shapes/acc1"].notna().all()
-    # One attempt per point, filled from its outcome (no extra rows from ingesting it).
-    assert sorted(s for _, s, _ in attempts(engine)) == ["succeeded", "succeeded"]
+    # Per point one training attempt and one evaluation attempt (its own job, after the
+    # training), filled from the run (no extra rows from ingesting it).
+    assert [s for _, s, _ in attempts(engine)] == ["trained", "trained"]
+    assert [s for _, s, _ in attempts(engine, "eval")] == ["succeeded", "succeeded"]
     again = launch(p, engine)
     assert again.submitted == 0 and again.skipped == {"finished": 2}
     # `scaling ingest` of the same outcomes fills the launched attempts, adds none.
     sync_sweep(p, engine)
-    assert sorted(s for _, s, _ in attempts(engine)) == ["succeeded", "succeeded"]
+    assert [s for _, s, _ in attempts(engine, "eval")] == ["succeeded", "succeeded"]
+    assert len(attempts(engine)) == 2
 
 
 def test_failed_point_needs_retry_failed_and_respects_max_attempts(world: Path, tmp_path: Path) -> None:
@@ -97,6 +103,8 @@ def test_failed_point_needs_retry_failed_and_respects_max_attempts(world: Path, 
     last = launch(p, engine, LaunchOptions(retry_failed=True, max_attempts=2))
     assert last.submitted == 0 and last.skipped == {"had 2 attempts (--max-attempts)": 1}
     assert [s for _, s, _ in attempts(engine)] == ["failed", "failed"]
+    # Each training's evaluation was cancelled unrun (its training failed): not an attempt.
+    assert [s for _, s, _ in attempts(engine, "eval")] == ["void", "void"]
 
 
 def test_cancel_stops_queued_and_running_points(world: Path, tmp_path: Path) -> None:
@@ -133,7 +141,8 @@ def test_intent_of_a_killed_launcher_is_voided_and_the_point_resubmitted(world: 
     report = launch(p, engine)
     assert report.submitted == 1
     wait_done(p, engine)
-    assert [s for _, s, _ in attempts(engine)] == ["void", "succeeded"]
+    assert [s for _, s, _ in attempts(engine)] == ["void", "trained"]
+    assert [s for _, s, _ in attempts(engine, "eval")] == ["succeeded"]
 
 
 def test_local_claim_lets_exactly_one_of_runner_and_recovery_win(tmp_path: Path) -> None:

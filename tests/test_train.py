@@ -147,7 +147,8 @@ def test_a_truncated_latest_checkpoint_is_never_resumed_from(kept, tmp_path: Pat
     latest = directory / "checkpoints" / "epoch_latest.pt"
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
     log = directory / "out.log"
-    log.write_text("".join(line for line in log.read_text().splitlines(True) if "Train Epoch: 1 " not in line))
+    lines = log.read_text().splitlines(True)
+    log.write_text("".join(line for line in lines if "Train Epoch: 1 " not in line))
     resumed = tiny_plan(tmp_path, Path(point.shards).parents[2], runs, ["+checkpoints.keep_every=1"])
     _, again = run_only(resumed, quiet=True, policy=resumed.sweep.checkpoints)
     text = log.read_text()
@@ -250,7 +251,8 @@ def test_check_shards_accepts_the_generated_world(world: Path) -> None:
 
 
 def test_diverged_run_stops_at_once_and_ends_as_diverged(world: Path, tmp_path: Path) -> None:
-    p = tiny_plan(tmp_path, world, tmp_path / "runs", ["train.lr=1e30", "train.epochs=4", "samples_seen=2048"])
+    overrides = ["train.lr=1e30", "train.epochs=4", "samples_seen=2048"]
+    p = tiny_plan(tmp_path, world, tmp_path / "runs", overrides)
     point, outcome = run_only(p, quiet=True)
     assert outcome.status == "diverged" and "nan" in (outcome.error or "").lower(), outcome.error
     assert outcome.metrics == {} and outcome.log_tail and outcome.stage == "train"

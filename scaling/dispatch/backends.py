@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,20 +13,31 @@ from scaling.compute import cache_dir
 from scaling.dispatch import local, slurm
 from scaling.errors import ClipscaleError
 from scaling.plan import Plan, PlannedPoint
-from scaling.resources import Resources, SlurmSettings, job_arrays, resources, slurm_settings
+from scaling.resources import Resources, SlurmSettings, eval_resources, job_arrays, resources, slurm_settings
 from scaling.store.attempts import SubmissionInfo
 
 # A task's state: (state, node, started_at, ended_at, reason), as slurm.TaskState has it.
 State = slurm.TaskState
+Batches = list[tuple[dict[str, Any], tuple[str, ...]]]  # (resources, point ids) per job array
+
+
+@dataclass(frozen=True)
+class Dep:
+    """A task that must complete before another starts: task ``index`` of a submission."""
+
+    folder: str
+    job_id: str
+    index: int
 
 
 class Backend(Protocol):
     name: str
 
     def validate(self, points: Sequence[PlannedPoint]) -> None: ...
-    def batches(self, points: Sequence[PlannedPoint]) -> list[tuple[dict[str, Any], tuple[str, ...]]]: ...
+    def batches(self, points: Sequence[PlannedPoint]) -> Batches: ...
+    def eval_batches(self, point_ids: Sequence[str]) -> Batches: ...
     def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
-               after: Sequence[str]) -> str: ...  # fmt: skip
+               after: Sequence[Sequence[Dep]]) -> str: ...  # fmt: skip
     def task_id(self, job_id: str, index: int) -> str: ...
     def settle(self, subs: Sequence[SubmissionInfo]) -> dict[str, str | None]: ...
     def start(self, subs: Sequence[SubmissionInfo]) -> None: ...
@@ -54,15 +65,22 @@ class SlurmBackend:
         if classes:
             slurm.check_resources(sorted(classes, key=repr), slurm.partitions())
 
-    def batches(self, points: Sequence[PlannedPoint]) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+    def batches(self, points: Sequence[PlannedPoint]) -> Batches:
         return [(asdict(a.resources), a.point_ids) for a in job_arrays(points, self.settings)]
 
+    def eval_batches(self, point_ids: Sequence[str]) -> Batches:
+        s, r = self.settings, asdict(eval_resources(self.settings))
+        return [
+            (r, tuple(point_ids[i : i + s.max_array_size]))
+            for i in range(0, len(point_ids), s.max_array_size)
+        ]
+
     def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
-               after: Sequence[str]) -> str:  # fmt: skip
+               after: Sequence[Sequence[Dep]]) -> str:  # fmt: skip
         r = Resources(
             **{**resources, "additional_parameters": tuple(map(tuple, resources["additional_parameters"]))}
         )
-        params = slurm.executor_parameters(r, self.settings, token, after)
+        params = slurm.executor_parameters(r, self.settings, token, _dependency(after))
         return slurm.submit_held(folder, jobs, params, self.settings.max_requeues)
 
     def task_id(self, job_id: str, index: int) -> str:
@@ -98,6 +116,20 @@ class SlurmBackend:
         return Path(sub.folder) / f"{sub.job_id}_{index}_0_log.err"
 
 
+def _dependency(after: Sequence[Sequence[Dep]]) -> str | None:
+    """Slurm's form of per-task dependencies: ``aftercorr`` when task i of the array waits
+    for task i of one other array (an evaluation for its training), ``afterok`` for a
+    single job (a second stage for its first stage's evaluation)."""
+    if not any(after):
+        return None
+    jobs = {d.job_id for deps in after for d in deps}
+    if len(jobs) == 1 and all(len(deps) == 1 and deps[0].index == i for i, deps in enumerate(after)):
+        return f"aftercorr:{jobs.pop()}"
+    if len(after) == 1:
+        return "afterok:" + ":".join(f"{d.job_id}_{d.index}" for d in after[0])
+    raise ValueError("per-task dependencies of an array must pair task i with task i of one array")
+
+
 def _check_epoch_length(p: PlannedPoint, r: Resources, s: SlurmSettings) -> None:
     """A requeued job resumes from its last epoch checkpoint: an epoch must fit well inside
     one time limit (half of it, less the warning), or a run would never get past it."""
@@ -123,15 +155,32 @@ class LocalBackend:
         return local.parallelism(dict(self.plan.sweep.cluster.options))
 
     def validate(self, points: Sequence[PlannedPoint]) -> None:
-        return None
+        devices = self.gpus
+        for p in points:
+            wanted = p.point.train.gpus
+            if devices and wanted > len(devices):
+                raise ClipscaleError(
+                    f"point {p.point.id} trains on {wanted} GPUs but this machine has {len(devices)} "
+                    f"(cluster.gpus: {devices})"
+                )
 
-    def batches(self, points: Sequence[PlannedPoint]) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+    @property
+    def gpus(self) -> list[int]:
+        return local.gpus(dict(self.plan.sweep.cluster.options))
+
+    def batches(self, points: Sequence[PlannedPoint]) -> Batches:
         return [({"parallelism": self.width}, tuple(p.point.id for p in points))] if points else []
 
+    def eval_batches(self, point_ids: Sequence[str]) -> Batches:
+        return [({"parallelism": self.width, "ranks": 1}, tuple(point_ids))] if point_ids else []
+
     def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
-               after: Sequence[str]) -> str:  # fmt: skip
-        runners = sorted({int(a.split(":")[1]) for a in after})
-        return local.submit(folder, jobs, cache_dir() / "local-slots", self.width, runners)
+               after: Sequence[Sequence[Dep]]) -> str:  # fmt: skip
+        tasks = [
+            local.Task(_ranks(job, resources), tuple((d.folder, d.index) for d in deps))
+            for job, deps in zip(jobs, after, strict=True)
+        ]
+        return local.submit(folder, jobs, tasks, cache_dir() / "local-slots", self.width, self.gpus)
 
     def task_id(self, job_id: str, index: int) -> str:
         return f"{job_id}:{index}"
@@ -157,6 +206,11 @@ class LocalBackend:
 
     def log_path(self, sub: SubmissionInfo, index: int) -> Path:
         return Path(sub.folder) / f"{index}.log"
+
+
+def _ranks(job: Any, resources: Mapping[str, Any]) -> int:
+    """Processes of a local task: one per rank of a training, one for an evaluation."""
+    return int(resources.get("ranks") or job.spec.point.train.gpus)
 
 
 def backend_for(plan: Plan, launcher: str | None = None) -> Backend:

@@ -19,16 +19,18 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from scaling.dispatch.backends import Backend, backend_for, jobs_root, owner, owner_gone
+from scaling.dispatch.backends import Backend, Dep, backend_for, jobs_root, owner, owner_gone
 from scaling.errors import ClipscaleError
-from scaling.outcome import read_outcome
+from scaling.outcome import read_outcome, read_trained
 from scaling.plan import Plan, PlannedPoint
-from scaling.store import ingest_run, record_points
+from scaling.runspec import RunSpec
+from scaling.store import ingest_run, record_points, state
 from scaling.store.attempts import (
     ACTIVE,
     FAILURES,
@@ -44,6 +46,7 @@ from scaling.store.attempts import (
     update_attempts,
 )
 from scaling.store.db import transaction
+from scaling.store.state import EVAL, TRAIN
 from scaling.sync import planned_rows
 from scaling.train import run_dir
 
@@ -136,55 +139,53 @@ def _task_ids(backend: Backend, job_id: str) -> Callable[[int], str]:
 # ---------------------------------------------------------------- choosing points
 
 
-def _decide(
-    p: PlannedPoint,
-    history: Sequence[AttemptInfo],
-    done: set[str],
-    taken: set[str],
-    options: LaunchOptions,
-) -> str | None:
-    """Why a point is not submitted now, or None to submit it."""
-    if p.point.id in done:
-        return "finished"
-    last = history[-1] if history else None
-    if last is not None and last.state in ACTIVE:
-        return "pending or running"
-    if p.point.parent is not None and p.point.parent not in done and p.point.parent not in taken:
-        return "waiting for its first stage"
-    if last is not None and last.state in FAILURES and not options.retry_failed:
-        return "failed (resubmit with --retry-failed)"
-    if len(history) >= options.max_attempts:
-        return f"had {len(history)} attempts (--max-attempts)"
-    return None
-
-
-def _finished(plan: Plan, history: dict[str, list[AttemptInfo]]) -> set[str]:
-    done = set()
+def point_states(plan: Plan, history: dict[str, list[AttemptInfo]]) -> dict[str, state.PointState]:
+    """Each point's state (``scaling.store.state`` decides), with what its run directory
+    says: finished training (``trained.json``) or a result not yet ingested."""
+    out = {}
     for p in plan.points:
         attempts = history.get(p.point.id, [])
-        if attempts and attempts[-1].state in RESULTS:
-            done.add(p.point.id)
-            continue
-        if not attempts or attempts[-1].state not in ACTIVE:
-            outcome = read_outcome(run_dir(plan.sweep.runs_root, p.point))
-            if outcome is not None and outcome.status in RESULTS:
-                done.add(p.point.id)
-    return done
+        tries = [state.Try(a.stage, a.state, a.exit_reason) for a in attempts]
+        directory = run_dir(plan.sweep.runs_root, p.point)
+        outcome = read_outcome(directory) if directory.is_dir() else None
+        trained = directory.is_dir() and read_trained(directory) is not None
+        out[p.point.id] = state.decide(tries, trained, outcome.status if outcome else None)
+    return out
+
+
+def _decide(p: PlannedPoint, states: dict[str, state.PointState], taken: set[str],
+            options: LaunchOptions) -> str | None:  # fmt: skip
+    """Why a point is not submitted now, or None to submit it."""
+    st = states[p.point.id]
+    if st.done:
+        return "finished"
+    if st.active:
+        return "pending or running"
+    parent = states.get(p.point.parent or "")
+    if p.point.parent is not None and not (parent and parent.done) and p.point.parent not in taken:
+        if parent is not None and parent.status in FAILURES:
+            return "first stage failed"
+        return "waiting for its first stage"
+    if st.status in FAILURES and not options.retry_failed:
+        return "failed (resubmit with --retry-failed)"
+    if st.tries >= options.max_attempts:
+        return f"had {st.tries} attempts (--max-attempts)"
+    return None
 
 
 def _choose(
     plan: Plan, conn: Connection, options: LaunchOptions
-) -> tuple[list[PlannedPoint], dict[str, int]]:
-    history = attempts_of(conn, plan.sweep.name)
-    done = _finished(plan, history)
-    chosen: list[PlannedPoint] = []
-    taken = {pid for pid, h in history.items() if h and h[-1].state in ACTIVE}
+) -> tuple[list[tuple[PlannedPoint, str]], dict[str, int]]:
+    """The points to submit now, each with the stage to submit (train or eval)."""
+    states = point_states(plan, attempts_of(conn, plan.sweep.name))
+    chosen: list[tuple[PlannedPoint, str]] = []
+    taken = {pid for pid, st in states.items() if st.active}
     skipped: dict[str, int] = {}
     # First stages come first in a plan, so a second stage sees its parent chosen.
     for p in sorted(plan.points, key=lambda q: q.point.parent is not None):
-        why = _decide(p, history.get(p.point.id, []), done, taken, options)
+        why = _decide(p, states, taken, options)
         if why is None:
-            chosen.append(p)
+            chosen.append((p, states[p.point.id].next_stage))
             taken.add(p.point.id)
         else:
             skipped[why] = skipped.get(why, 0) + 1
@@ -194,15 +195,31 @@ def _choose(
 # ---------------------------------------------------------------- launching
 
 
-def _batches(plan: Plan, backend: Backend, chosen: Sequence[PlannedPoint]) -> list[NewSubmission]:
-    root = jobs_root(plan)
+def _token(plan: Plan) -> str:
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in plan.sweep.name)[:40]
+    return f"clipscale-{name}-{uuid.uuid4().hex[:12]}"
+
+
+def _batches(plan: Plan, backend: Backend, chosen: Sequence[tuple[PlannedPoint, str]]) -> list[NewSubmission]:
+    """Job arrays to submit, in order: training arrays each followed by its evaluation
+    array (task i evaluates task i's point); evaluations whose training is done; then each
+    second stage alone (it waits for its own first stage), followed by its evaluation."""
+    root = jobs_root(plan)
+
+    def new(ids: tuple[str, ...], res: dict[str, Any], stage: str, after: str | None = None) -> NewSubmission:
+        token = _token(plan)
+        return NewSubmission(token, backend.name, ids, str(root / token), res, stage, after)
+
     out = []
-    for stage in (False, True):
-        group = [p for p in chosen if (p.point.parent is not None) == stage]
+    train = [p for p, stage in chosen if stage == TRAIN]
+    evaluate = [p.point.id for p, stage in chosen if stage == EVAL]
+    for group in ([p for p in train if p.point.parent is None], [p for p in train if p.point.parent]):
+        single = bool(group and group[0].point.parent)  # a second stage depends on its own parent
         for res, ids in backend.batches(group):
-            token = f"clipscale-{name}-{uuid.uuid4().hex[:12]}"
-            out.append(NewSubmission(token, backend.name, ids, str(root / token), res))
+            for part in [(i,) for i in ids] if single else [ids]:
+                t = new(part, res, TRAIN)
+                out += [t, *(new(e_ids, e_res, EVAL, t.token) for e_res, e_ids in backend.eval_batches(part))]
+    out += [new(ids, res, EVAL) for res, ids in backend.eval_batches(evaluate)]
     return out
 
 
@@ -214,6 +231,7 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
     if not options.dry_run:  # a dry run only reads
         # Records the sweep's points, settles earlier launches, and updates their jobs.
         _, adopted, voided = _reconcile(plan, engine, None)
+        _repair_evaluations(plan, engine, backend)
 
     def reserve(conn: Connection) -> tuple[list[NewSubmission], dict[str, int]]:
         chosen, skipped = _choose(plan, conn, options)
@@ -223,47 +241,85 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
         return batches, skipped
 
     batches, skipped = locked(engine, plan.sweep.name, reserve)
+    points = [b for b in batches if b.stage == TRAIN or b.after is None]  # each point counted once
     if options.dry_run:
-        return LaunchReport(tuple((b.token, "", len(b.point_ids)) for b in batches), skipped, adopted, voided)
-    done = []
+        return LaunchReport(tuple((b.token, "", len(b.point_ids)) for b in points), skipped, adopted, voided)
+    jobs: dict[str, str] = {}
     for b in batches:
-        job_id = _submit(plan, engine, backend, b)
-        done.append((b.token, job_id, len(b.point_ids)))
-    return LaunchReport(tuple(done), skipped, adopted, voided)
+        jobs[b.token] = _submit(plan, engine, backend, b, jobs)
+    return LaunchReport(tuple((b.token, jobs[b.token], len(b.point_ids)) for b in points), skipped, adopted,
+                        voided)  # fmt: skip
 
 
-def _submit(plan: Plan, engine: Engine, backend: Backend, b: NewSubmission) -> str:
-    from scaling.dispatch.job import PointJob, PointSpec
+def _submit(plan: Plan, engine: Engine, backend: Backend, b: NewSubmission, jobs: dict[str, str]) -> str:
+    """Submit one batch held, record its job id, release it; its job id."""
+    from scaling.dispatch.job import PointJob
 
-    by_id = {p.point.id: p.point for p in plan.points}
-    specs = [PointSpec(by_id[i], plan.sweep.models[by_id[i].model], plan.sweep.eval,
-                       str(Path(plan.sweep.runs_root).resolve())) for i in b.point_ids]  # fmt: skip
-    after = _parents_jobs(plan, engine, [s.point for s in specs])
+    by_id = {p.point.id: p for p in plan.points}
+    specs = [run_spec(plan, by_id[i]) for i in b.point_ids]
+    after = _dependencies(plan, engine, b, jobs)
     try:
-        job_id = backend.submit(b.token, Path(b.folder), [PointJob(s) for s in specs], b.resources, after)
+        job_id = backend.submit(b.token, Path(b.folder), [PointJob(s, b.stage) for s in specs], b.resources,
+                                after)  # fmt: skip
     except ClipscaleError as e:
         set_submission(engine, b.token, "void", reason=str(e))
         raise
     set_submission(engine, b.token, "submitted", job_id, _task_ids(backend, job_id))
     info = SubmissionInfo(b.token, plan.sweep.name, backend.name, "submitted", job_id, len(b.point_ids),
-                          b.folder, dict(b.resources), "", _now())  # fmt: skip
+                          b.folder, dict(b.resources), "", _now(), b.stage, b.after)  # fmt: skip
     backend.start([info])
     set_submission(engine, b.token, "released")
     return job_id
 
 
-def _parents_jobs(plan: Plan, engine: Engine, points: Sequence[Any]) -> list[str]:
-    """Job ids of the still-active first stages of these points (``afterok``)."""
-    parents = {p.parent for p in points if p.parent is not None}
-    if not parents:
-        return []
+def run_spec(plan: Plan, p: PlannedPoint) -> RunSpec:
+    s = plan.sweep
+    return RunSpec(p.point, s.models[p.point.model], s.eval, str(Path(s.runs_root).resolve()), s.checkpoints,
+                   p.macs.total, s.gpu.peak_tflops)  # fmt: skip
+
+
+def _dependencies(plan: Plan, engine: Engine, b: NewSubmission, jobs: dict[str, str]) -> list[list[Dep]]:
+    """What each task of a batch waits for: an evaluation for task i of its training batch;
+    a second stage for its first stage's active evaluation (none once that succeeded)."""
+    if b.after is not None:
+        train = next(s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])
+                     if s.token == b.after)  # fmt: skip
+        assert train.job_id is not None
+        return [[Dep(train.folder, jobs.get(b.after, train.job_id), i)] for i in range(len(b.point_ids))]
+    if b.stage != TRAIN:
+        return [[] for _ in b.point_ids]
+    by_id = {p.point.id: p.point for p in plan.points}
     history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
-    jobs = []
-    for pid in sorted(parents):
-        h = history.get(pid, [])
-        if h and h[-1].state in ACTIVE and h[-1].job_id:
-            jobs.append(h[-1].job_id)
-    return jobs
+    subs = {s.token: s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])}
+    out: list[list[Dep]] = []
+    for pid in b.point_ids:
+        parent = by_id[pid].parent
+        live = [a for a in history.get(parent or "", []) if a.state in ACTIVE and a.submission in subs]
+        out.append([Dep(subs[a.submission].folder, subs[a.submission].job_id or "", a.array_index or 0)
+                    for a in live[-1:] if a.submission])  # fmt: skip
+    return out
+
+
+def _repair_evaluations(plan: Plan, engine: Engine, backend: Backend) -> None:
+    """A launcher killed between a training array and its evaluation array leaves the
+    training without one: submit it now, task for task."""
+    subs = submissions(engine, plan.sweep.name, ["intent", "submitted", "released"])
+    followed = {s.after for s in subs if s.stage == EVAL}
+    history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
+    active = {a.submission for h in history.values() for a in h if a.state in ACTIVE}
+    alone = [s for s in subs if s.stage == TRAIN and s.token in active and s.token not in followed]
+    for s in alone:
+        ids = {(a.submission, a.array_index): pid for pid, h in history.items() for a in h}
+        point_ids = tuple(ids[(s.token, i)] for i in range(s.size))
+        res = backend.eval_batches(point_ids)[0][0]
+        token = _token(plan)
+        e = NewSubmission(token, backend.name, point_ids, str(jobs_root(plan) / token), res, EVAL, s.token)
+        locked(engine, plan.sweep.name, partial(_record, family=plan.sweep.name, batch=e))
+        _submit(plan, engine, backend, e, {})
+
+
+def _record(conn: Connection, family: str, batch: NewSubmission) -> None:
+    add_submissions(conn, family, [batch], owner())
 
 
 # ---------------------------------------------------------------- status
@@ -294,7 +350,7 @@ def _reconcile(
     record_points(engine, family, planned_rows(plan), description=plan.sweep.description)
     adopted, voided = recover(plan, engine)
     history = transaction(engine, lambda conn: attempts_of(conn, family))
-    live = [h[-1] for h in history.values() if h and h[-1].state in ACTIVE and h[-1].submission]
+    live = [a for h in history.values() for a in h if a.state in ACTIVE and a.submission]
     subs = {s.token: s for s in submissions(engine, family, ["submitted", "released"])}
     wanted = [subs[t] for t in sorted({a.submission for a in live if a.submission in subs})]
     states: dict[tuple[str, int], Any] = {}
@@ -302,8 +358,8 @@ def _reconcile(
         states.update(backend_for(plan, launcher).states(group))
     by_id = {p.point.id: p for p in plan.points}
     changes: list[dict[str, Any]] = []
-    finished: list[AttemptInfo] = []
-    for a in live:
+    finished: list[tuple[AttemptInfo, str]] = []
+    for a in sorted(live, key=lambda a: a.stage != TRAIN):  # a training's end before its evaluation's
         st = states.get((a.submission or "", a.array_index or 0))
         if st is None or st.state == a.state:
             continue
@@ -312,28 +368,48 @@ def _reconcile(
         sub = subs[a.submission or ""]
         change["log_path"] = str(backend_for(plan, sub.launcher).log_path(sub, a.array_index or 0))
         if st.state not in ACTIVE:
-            change.update(_ending(plan, by_id.get(a.point_id), st, Path(change["log_path"])))
-            finished.append(a)
+            change.update(_ending(plan, by_id.get(a.point_id), a, st, Path(change["log_path"])))
+            finished.append((a, change["state"]))
         changes.append(change)
     update_attempts(engine, changes)
     ingested = _ingest(plan, engine, finished, track)
     return summarize(plan, engine, ingested), adopted, voided
 
 
-def _ending(plan: Plan, p: PlannedPoint | None, st: Any, log: Path) -> dict[str, Any]:
-    """A finished job's attempt state and reason: its outcome.json if it wrote one."""
-    outcome = read_outcome(run_dir(plan.sweep.runs_root, p.point)) if p is not None else None
+def _ending(plan: Plan, p: PlannedPoint | None, a: AttemptInfo, st: Any, log: Path) -> dict[str, Any]:
+    """A finished job's attempt state and reason, from what its run left: a training that
+    completed left ``trained.json`` (or a diverged outcome), an evaluation the outcome."""
+    directory = run_dir(plan.sweep.runs_root, p.point) if p is not None else None
+    outcome = read_outcome(directory) if directory is not None else None
+    trained = directory is not None and read_trained(directory) is not None
     if st.state == "completed":
+        if a.stage == TRAIN and outcome is None and trained:
+            return {"state": "trained", "exit_reason": None}
         if outcome is None:
             return {
                 "state": "failed",
                 "exit_reason": "the job ended without writing outcome.json" + _tail(log),
             }
         return {"state": outcome.status, "exit_reason": outcome.error}
+    if st.state == "cancelled" and "ependenc" in (st.reason or ""):
+        return _never_ran(p, a)
     if st.state == "failed" and outcome is not None and outcome.status == "failed":
-        return {"state": "failed", "exit_reason": outcome.error}
+        reason = outcome.error or ""
+        if st.reason and "rank" in st.reason and "rank" not in reason.split(":")[0]:
+            reason = f"{reason} [{st.reason}]"  # how the local runner saw the ranks end
+        return {"state": "failed", "exit_reason": reason}
     reason = st.reason or st.state
     return {"state": st.state, "exit_reason": reason + (_tail(log) if st.state != "cancelled" else "")}
+
+
+def _never_ran(p: PlannedPoint | None, a: AttemptInfo) -> dict[str, Any]:
+    """A job the scheduler cancelled because what it waited for did not complete: an
+    evaluation whose training failed never was an attempt (void); a second stage whose first
+    stage failed fails with that reason."""
+    if a.stage == EVAL:
+        return {"state": "void", "exit_reason": "never ran: its training did not complete"}
+    parent = p.point.parent if p is not None else None
+    return {"state": "failed", "exit_reason": f"never ran: its first stage {parent} did not succeed"}
 
 
 def _tail(log: Path, lines: int = 5) -> str:
@@ -345,16 +421,21 @@ def _tail(log: Path, lines: int = 5) -> str:
 
 
 def _ingest(
-    plan: Plan, engine: Engine, ended: Sequence[AttemptInfo], track: Callable[[Path], object] | None
+    plan: Plan,
+    engine: Engine,
+    ended: Sequence[tuple[AttemptInfo, str]],
+    track: Callable[[Path], object] | None,
 ) -> int:
+    """Store the outcomes that ended attempts wrote (a result, or a failure it recorded)."""
     by_id = {p.point.id: p for p in plan.points}
     count = 0
-    for a in ended:
+    for a, new_state in ended:
         p = by_id.get(a.point_id)
-        if p is None:
+        if p is None or new_state not in (*RESULTS, "failed"):
             continue
         directory = run_dir(plan.sweep.runs_root, p.point)
-        if read_outcome(directory) is None:
+        outcome = read_outcome(directory)
+        if outcome is None or (new_state == "failed" and outcome.status != "failed"):
             continue
         ingest_run(engine, directory, plan.sweep.name, p.macs.total, attempt_key=a.key)
         if track is not None:
@@ -365,24 +446,22 @@ def _ingest(
 
 def summarize(plan: Plan, engine: Engine, ingested: int = 0) -> Summary:
     history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
+    states = point_states(plan, history)
     counts: dict[str, int] = {}
     spent = 0.0
     failures = []
     now = _now()
-    done = _finished(plan, history)
     for p in plan.points:
-        h = history.get(p.point.id, [])
-        state = h[-1].state if h else "not submitted"
-        if not h and p.point.id in done:
-            state = "succeeded"
-        counts[state] = counts.get(state, 0) + 1
-        if h and state in FAILURES:
-            failures.append((p.point.id, h[-1].exit_reason or state))
-        for a in h:
+        st = states[p.point.id]
+        status = "not submitted" if st.status == "planned" else st.status
+        counts[status] = counts.get(status, 0) + 1
+        if st.status in FAILURES:
+            failures.append((p.point.id, st.reason or st.status))
+        for a in history.get(p.point.id, []):
             if a.started_at is not None:
                 seconds = ((a.ended_at or now) - a.started_at).total_seconds()
-                spent += max(0.0, seconds) / 3600 * p.point.train.gpus
-    active = sum(n for s, n in counts.items() if s in ACTIVE)
+                spent += max(0.0, seconds) / 3600 * (p.point.train.gpus if a.stage == TRAIN else 1)
+    active = sum(1 for st in states.values() if st.active)
     return Summary(counts, len(plan.points), plan.total_gpu_hours, spent, ingested, active, tuple(failures))
 
 
@@ -398,10 +477,11 @@ def cancel(plan: Plan, engine: Engine, point_ids: Sequence[str] = ()) -> int:
         raise ClipscaleError(f"sweep {family} has no point {unknown[0]!r}")
     recover(plan, engine)
     history = transaction(engine, lambda conn: attempts_of(conn, family))
-    targets = [
-        h[-1]
+    targets = [  # a point's training and its evaluation waiting for it
+        a
         for pid, h in history.items()
-        if h and h[-1].state in ACTIVE and h[-1].state != "submitting" and (not point_ids or pid in point_ids)
+        for a in h
+        if a.state in ACTIVE and a.state != "submitting" and (not point_ids or pid in point_ids)
     ]
     subs = {s.token: s for s in submissions(engine, family, ["submitted", "released"])}
     by_sub: dict[str, list[AttemptInfo]] = {}
@@ -425,7 +505,7 @@ def cancel(plan: Plan, engine: Engine, point_ids: Sequence[str] = ()) -> int:
             for a in ts
         ],
     )
-    return sum(len(v) for v in by_sub.values())
+    return len({a.point_id for ts in by_sub.values() for a in ts})
 
 
 def watch(plan: Plan, engine: Engine, every_s: float, show: Callable[[Summary], None],

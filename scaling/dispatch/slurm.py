@@ -163,13 +163,16 @@ def check_resources(classes: Sequence[Resources], parts: Mapping[str, Partition]
 
 
 def executor_parameters(
-    r: Resources, s: SlurmSettings, name: str, after: Sequence[str] = ()
+    r: Resources, s: SlurmSettings, name: str, after: str | None = None
 ) -> dict[str, Any]:
-    """submitit's Slurm parameters for one resource class: never a hand-written script."""
+    """submitit's Slurm parameters for one resource class: never a hand-written script.
+    ``after`` is a Slurm dependency; a job whose dependency can no longer be met (its
+    training or first stage failed) is cancelled by Slurm rather than left pending."""
     extra: dict[str, Any] = dict(r.additional_parameters)
     extra["hold"] = True
     if after:
-        extra["dependency"] = "afterok:" + ":".join(after)
+        extra["dependency"] = after
+        extra["kill_on_invalid_dep"] = "yes"
     params: dict[str, Any] = {
         "job_name": name,
         "nodes": r.nodes,

@@ -3,12 +3,17 @@
 A launch writes its submissions (state ``intent``) and their attempts (``submitting``)
 in one transaction *before* anything reaches a scheduler, so a launcher killed at any
 instant leaves a record that the next launch or status can settle: the job was
-submitted (adopt its id) or it was not (``void``). Attempt states:
+submitted (adopt its id) or it was not (``void``). A point's training and its evaluation
+are separate submissions (``stage``); an evaluation names the training it follows
+(``after``). Attempt states:
 
 - active: ``submitting``, ``pending``, ``running``, ``requeued`` (the point is taken);
-- finished: ``succeeded``, ``diverged`` (a result), ``failed``, ``timeout``,
-  ``out_of_memory``, ``node_fail``, ``lost`` (failures), ``cancelled``;
+- finished: ``succeeded``, ``diverged`` (a result), ``trained`` (training done, its
+  evaluation to come), ``failed``, ``timeout``, ``out_of_memory``, ``node_fail``, ``lost``
+  (failures), ``cancelled``;
 - ``void``: never submitted, not counted as an attempt.
+
+What a point's status is follows from its attempts in ``scaling.store.state`` alone.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from scaling.store import state
 from scaling.store.db import transaction
 from scaling.store.ingest import _family, _now
-from scaling.store.models import ACTIVE_STATES, Attempt, Family, FamilyPoint, Point, Submission
+from scaling.store.models import ACTIVE_STATES, Attempt, Family, FamilyPoint, Submission
+from scaling.store.state import FAILURES, RESULTS
 
 ACTIVE = ACTIVE_STATES
-RESULTS = frozenset({"succeeded", "diverged"})
-FAILURES = frozenset({"failed", "timeout", "out_of_memory", "node_fail", "lost"})
+__all__ = ["ACTIVE", "FAILURES", "RESULTS"]
 T = TypeVar("T")
 
 
@@ -45,6 +51,7 @@ class AttemptInfo:
     log_path: str | None
     started_at: datetime | None
     ended_at: datetime | None
+    stage: str = "train"
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class SubmissionInfo:
     resources: dict[str, Any]
     owner: str
     created_at: datetime
+    stage: str = "train"
+    after: str | None = None  # an evaluation's training submission
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class NewSubmission:
     point_ids: tuple[str, ...]  # in array-index order
     folder: str
     resources: Mapping[str, Any]
+    stage: str = "train"
+    after: str | None = None  # the token of the training batch an evaluation follows
 
 
 def locked(engine: Engine, family: str, work: Callable[[Connection], T]) -> T:
@@ -107,6 +118,7 @@ def attempts_of(conn: Connection, family: str) -> dict[str, list[AttemptInfo]]:
                 a.log_path,
                 a.started_at,
                 a.ended_at,
+                a.stage,
             )
         )
     return out
@@ -129,18 +141,18 @@ def add_submissions(conn: Connection, family: str, batches: Sequence[NewSubmissi
                 owner=owner,
                 created_at=now,
                 updated_at=now,
+                stage=b.stage,
+                after=b.after,
             )
         )
         rows = [
             {"point_id": pid, "key": f"{b.token}:{i}", "launcher": b.launcher, "job_id": None,
              "array_index": i, "state": "submitting", "submission": b.token, "node": None,
-             "started_at": None, "ended_at": None, "exit_reason": None, "log_path": None}
+             "started_at": None, "ended_at": None, "exit_reason": None, "log_path": None, "stage": b.stage}
             for i, pid in enumerate(b.point_ids)
         ]  # fmt: skip
         conn.execute(sa.insert(Attempt), rows)
-        conn.execute(
-            sa.update(Point).where(Point.id.in_(b.point_ids)).values(status="submitted", updated_at=now)
-        )
+        state.refresh(conn, b.point_ids, now)
 
 
 def submissions(engine: Engine, family: str, states: Sequence[str]) -> list[SubmissionInfo]:
@@ -162,6 +174,8 @@ def submissions(engine: Engine, family: str, states: Sequence[str]) -> list[Subm
                 json.loads(s.resources),
                 s.owner,
                 s.created_at,
+                s.stage,
+                s.after,
             )
             for s in rows
         ]
@@ -172,7 +186,7 @@ def submissions(engine: Engine, family: str, states: Sequence[str]) -> list[Subm
 def set_submission(
     engine: Engine,
     token: str,
-    state: str,
+    to: str,
     job_id: str | None = None,
     task_ids: Callable[[int], str] | None = None,
     reason: str | None = None,
@@ -182,13 +196,15 @@ def set_submission(
 
     def work(conn: Connection) -> None:
         now = _now()
-        values: dict[str, Any] = {"state": state, "updated_at": now}
+        values: dict[str, Any] = {"state": to, "updated_at": now}
         if job_id is not None:
             values["job_id"] = job_id
         conn.execute(sa.update(Submission).where(Submission.token == token).values(**values))
         attempts = sa.update(Attempt).where(Attempt.submission == token)
-        if state == "void":
+        if to == "void":
             conn.execute(attempts.values(state="void", exit_reason=reason, ended_at=now))
+            ids = conn.execute(sa.select(Attempt.point_id).where(Attempt.submission == token)).scalars()
+            state.refresh(conn, list(ids), now)
         elif task_ids is not None:
             rows = conn.execute(
                 sa.select(Attempt.id, Attempt.array_index).where(Attempt.submission == token)
@@ -205,7 +221,7 @@ def set_submission(
 
 def update_attempts(engine: Engine, changes: Sequence[Mapping[str, Any]]) -> None:
     """Apply reconciled attempt states (each change names ``key`` and ``point_id``), and
-    mirror the newest attempt's state onto its point."""
+    bring their points' status up to date."""
     if not changes:
         return
 
@@ -218,11 +234,6 @@ def update_attempts(engine: Engine, changes: Sequence[Mapping[str, Any]]) -> Non
                 .where(Attempt.point_id == c["point_id"], Attempt.key == c["key"])
                 .values(**values)
             )
-            if "state" in values:
-                conn.execute(
-                    sa.update(Point)
-                    .where(Point.id == c["point_id"], Point.status.not_in(tuple(RESULTS)))
-                    .values(status=values["state"], updated_at=now)
-                )
+        state.refresh(conn, {c["point_id"] for c in changes}, now)
 
     transaction(engine, work)

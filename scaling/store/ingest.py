@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from scaling.errors import ClipscaleError
 from scaling.outcome import POINT_FILE, STATUSES, Outcome, read_outcome
+from scaling.store import state
 from scaling.store.db import transaction
 from scaling.store.models import ACTIVE_STATES, Attempt, Family, FamilyPoint, Metric, Point
 
@@ -41,6 +42,8 @@ class PointRow:
     status: str
     source: str
     config: dict[str, Any]
+    samples_per_s: float | None = None
+    mfu: float | None = None
 
     def values(self, now: datetime) -> dict[str, Any]:
         compute = self.gmacs_per_sample * self.samples_seen if self.gmacs_per_sample is not None else None
@@ -48,6 +51,7 @@ class PointRow:
             "id": self.id, "model": self.model, "data": self.data, "samples_seen": self.samples_seen,
             "gmacs_per_sample": self.gmacs_per_sample, "compute_gmacs": compute, "status": self.status,
             "source": self.source, "config": json.dumps(self.config, sort_keys=True), "updated_at": now,
+            "samples_per_s": self.samples_per_s, "mfu": self.mfu,
         }  # fmt: skip
 
 
@@ -84,10 +88,13 @@ def _family(conn: Connection, name: str, kind: str, description: str) -> None:
         raise ClipscaleError(f"family {name!r} is already a {existing}, not a {kind}")
 
 
-def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_status: bool) -> None:
+def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_status: bool,
+            throughput: bool = False) -> None:  # fmt: skip
+    """Upsert points; their status only where ``keep_status`` is false (imported tables: a
+    run's status is ``state``'s to write), their throughput only if ``throughput``."""
     now = _now()
     columns = ["model", "data", "samples_seen", "gmacs_per_sample", "compute_gmacs", "source", "config",
-               "updated_at"]  # fmt: skip
+               "updated_at", *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
     upsert(
         conn, Point, [p.values(now) for p in points], ["id"], columns if keep_status else [*columns, "status"]
     )
@@ -159,7 +166,7 @@ def outcome_rows(
         raise ClipscaleError(f"{where} belongs to {outcome.id!r}, but point.json to {config.get('id')!r}")
     samples = outcome.samples_seen or outcome.samples_seen_planned
     point = PointRow(outcome.id, config["model"], config["data"], samples, gmacs_per_sample, outcome.status,
-                     "run", config)  # fmt: skip
+                     "run", config, outcome.samples_per_s, outcome.mfu)  # fmt: skip
     return point, _attempt(run_dir, outcome), _metric_rows(outcome.id, outcome.metrics, where)
 
 
@@ -214,8 +221,7 @@ def ingest_run(
     def work(conn: Connection) -> None:
         _family(conn, family, "sweep", "")
         key = attempt_key or _dispatched_attempt(conn, point.id)
-        # A point being run again keeps its queued/running status until that run ends.
-        _points(conn, family, [point], keep_status=key == _STILL_ACTIVE)
+        _points(conn, family, [point], keep_status=True, throughput=True)
         if key is None:
             upsert(conn, Attempt, [attempt], ["point_id", "key"], update)
         elif key != _STILL_ACTIVE:
@@ -227,6 +233,7 @@ def ingest_run(
         # The newest outcome's metrics replace the point's old ones as a whole.
         conn.execute(sa.delete(Metric).where(Metric.point_id == point.id))
         upsert(conn, Metric, metrics, ["point_id", "dataset", "metric"], ["value", "reason"])
+        state.refresh(conn, [point.id], _now())
 
     transaction(engine, work)
     return point.id

@@ -36,6 +36,8 @@ class Point(Base):
     source: Mapped[str] = mapped_column(String(20))  # "run" or "import"
     config: Mapped[str] = mapped_column(Text, default="{}")  # the resolved point, as JSON
     updated_at: Mapped[datetime]
+    samples_per_s: Mapped[float | None] = mapped_column(Float)  # training throughput, all ranks
+    mfu: Mapped[float | None] = mapped_column(Float)  # model-FLOPs utilisation of training (GPUs)
 
 
 class FamilyPoint(Base):
@@ -66,6 +68,7 @@ class Attempt(Base):
     exit_reason: Mapped[str | None] = mapped_column(Text)
     log_path: Mapped[str | None] = mapped_column(Text)
     submission: Mapped[str | None] = mapped_column(String(100), index=True)  # Submission.token
+    stage: Mapped[str] = mapped_column(String(10), default="train", server_default="train")  # or "eval"
     __table_args__ = (
         UniqueConstraint("point_id", "key", name="uq_attempts_point_key"),
         Index("ix_attempts_state", "state"),
@@ -92,6 +95,8 @@ class Submission(Base):
     owner: Mapped[str] = mapped_column(String(200))  # "host pid start-time" of the launcher
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    stage: Mapped[str] = mapped_column(String(10), default="train", server_default="train")  # or "eval"
+    after: Mapped[str | None] = mapped_column(String(100))  # an evaluation's training submission
     __table_args__ = (Index("ix_submissions_family_state", "family", "state"),)
 
 
