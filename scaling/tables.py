@@ -114,13 +114,16 @@ def print_runs(frame: Any, console: Console | None = None, metric_columns: int =
     metrics = [c for c in frame.columns if c not in POINT_COLUMNS]
     shown = metrics[:metric_columns]
     table = Table(title=f"{len(frame)} runs")
-    for column in ("id", "family", "model", "data", "samples_seen", "compute_gmacs", "status", *shown):
-        left = column in ("id", "family", "model", "data", "status")
+    errors = "error" in frame.columns and frame["error"].notna().any()
+    for column in ("id", "family", "model", "data", "samples_seen", "compute_gmacs", "status", *shown,
+                   *(["error"] if errors else [])):  # fmt: skip
+        left = column in ("id", "family", "model", "data", "status", "error")
         table.add_column(column, justify="left" if left else "right", no_wrap=column == "id")
     for row in frame.to_dict("records"):
         head = [str(row[c]) for c in ("id", "family", "model", "data")]
         tail = [format_count(row["samples_seen"]), _number(row["compute_gmacs"]), str(row["status"])]
-        table.add_row(*head, *tail, *(_number(row[c]) for c in shown))
+        why = [str(row["error"] or "")[:300]] if errors else []
+        table.add_row(*head, *tail, *(_number(row[c]) for c in shown), *why)
     if len(metrics) > len(shown):
         table.caption = f"{len(metrics) - len(shown)} more metric columns: use --format csv, json or parquet"
     console.print(table)

@@ -106,9 +106,12 @@ def test_toy_sweep_runs_as_arrays_and_status_watch_ingests_every_point(
         len(lines) == 4 and "toy_shapes/acc1" in lines[0] and all(",succeeded," in line for line in lines[1:])
     )
     with engine.connect() as conn:
-        jobs = conn.execute(sa.select(Attempt.job_id, Attempt.state, Attempt.node)).all()
-    assert len(jobs) == 3 and all(state == "succeeded" and node for _, state, node in jobs)
-    assert all("_" in job for job, _, _ in jobs)  # array task ids
+        jobs = conn.execute(sa.select(Attempt.job_id, Attempt.stage, Attempt.state, Attempt.node)).all()
+    # Each point: a training task, then an evaluation task of its own (array task ids).
+    assert sorted((stage, state) for _, stage, state, _ in jobs) == [("eval", "succeeded")] * 3 + [
+        ("train", "trained")
+    ] * 3
+    assert all("_" in job and node for job, _, _, node in jobs)
 
 
 @pytest.fixture()

@@ -38,6 +38,7 @@ class Point(Base):
     updated_at: Mapped[datetime]
     samples_per_s: Mapped[float | None] = mapped_column(Float)  # training throughput, all ranks
     mfu: Mapped[float | None] = mapped_column(Float)  # model-FLOPs utilisation of training (GPUs)
+    error: Mapped[str | None] = mapped_column(Text)  # why the point failed (its last attempt's reason)
 
 
 class FamilyPoint(Base):

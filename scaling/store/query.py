@@ -28,6 +28,9 @@ POINT_COLUMNS = (
     "gmacs_per_sample",
     "compute_gmacs",
     "status",
+    "samples_per_s",
+    "mfu",
+    "error",
 )
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
 _FILTER = re.compile(r"^(?P<key>[^<>=!]+?)(?P<op>>=|<=|>|<|=)(?P<value>.*)$")

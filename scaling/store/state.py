@@ -62,8 +62,10 @@ def decide(tries: Sequence[Try], trained: bool = False, result: str | None = Non
         return PointState(str(result), False, True, stage, count, None)
     if last is None:
         return PointState("planned", False, False, stage, count, None)
-    if _active(last):
-        status = "evaluating" if last.stage == EVAL else last.state
+    active = [t for t in tries if _active(t)]
+    if active:  # a training still running comes before the evaluation waiting for it
+        first = next((t for t in active if t.stage == TRAIN), active[-1])
+        status = "evaluating" if first.stage == EVAL else first.state
         return PointState(status, True, False, stage, count, None)
     return PointState(last.state, False, False, stage, count, last.reason)
 
@@ -88,13 +90,17 @@ def tries_of(conn: Connection, point_ids: Iterable[str]) -> dict[str, list[Try]]
 
 
 def refresh(conn: Connection, point_ids: Iterable[str], now: datetime) -> None:
-    """Write ``points.status`` of these points from their attempts. Points without one
-    keep theirs (planned, or an imported table's)."""
+    """Write ``points.status`` (and ``points.error``, why a failed point failed) of these
+    points from their attempts. Points without one keep theirs (planned, or an imported
+    table's)."""
     for pid, tries in tries_of(conn, point_ids).items():
         if tries:
-            status = decide(tries).status
+            st = decide(tries)
+            error = st.reason if st.status in FAILURES or st.status == "cancelled" else None
             conn.execute(
                 sa.update(Point)
-                .where(Point.id == pid, Point.status != status)
-                .values(status=status, updated_at=now)
+                .where(
+                    Point.id == pid, sa.or_(Point.status != st.status, Point.error.is_distinct_from(error))
+                )
+                .values(status=st.status, error=error, updated_at=now)
             )

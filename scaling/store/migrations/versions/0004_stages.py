@@ -1,6 +1,6 @@
 """Stages: a point's training and its evaluation are jobs of their own, so submissions and
 attempts say which they are (and an evaluation which training it follows); points keep the
-throughput and model-FLOPs utilisation their training reached.
+throughput and model-FLOPs utilisation their training reached, and why they failed.
 
 Revision ID: 0004
 Revises: 0003
@@ -22,10 +22,12 @@ def upgrade() -> None:
     with op.batch_alter_table("points") as batch:
         batch.add_column(sa.Column("samples_per_s", sa.Float))
         batch.add_column(sa.Column("mfu", sa.Float))
+        batch.add_column(sa.Column("error", sa.Text))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("points") as batch:
+        batch.drop_column("error")
         batch.drop_column("mfu")
         batch.drop_column("samples_per_s")
     with op.batch_alter_table("attempts") as batch:
