@@ -240,7 +240,7 @@ def test_scaling_launch_and_status_cli(world: Path, tmp_path: Path) -> None:
 
 
 def test_sacct_lines_expand_pending_ranges_and_map_states() -> None:
-    from scaling.dispatch.slurm import _minutes, _tasks, parse_sacct
+    from scaling.dispatch.slurm import _tasks, parse_sacct
 
     text = (
         "12_[2-4,7%2]|PENDING|None assigned|Unknown|Unknown|Priority|0:0\n"
@@ -261,10 +261,50 @@ def test_sacct_lines_expand_pending_ranges_and_map_states() -> None:
     )
     assert states["13_0"].state == "cancelled"
     assert _tasks("5_3") == ["5_3"] and _tasks("7") == ["7"]
-    assert [_minutes(t) for t in ("infinite", "30:00", "1-00:00:00", "2:00:30", "45")] == [
-        None,
-        30,
-        1440,
-        121,
-        45,
-    ]
+
+
+@pytest.mark.parametrize(
+    ("limit", "minutes"),
+    [("infinite", None), ("UNLIMITED", None), ("45", 45), ("30:00", 30), ("5:30", 6), ("2:00:30", 121),
+     ("2-12", 2 * 1440 + 12 * 60), ("2-12:30", 2 * 1440 + 12 * 60 + 30), ("1-00:00:00", 1440),
+     ("1-02:03:04", 1440 + 123 + 1)],
+)  # fmt: skip
+def test_every_slurm_time_format(limit: str, minutes: int | None) -> None:
+    from scaling.dispatch.slurm import _minutes
+
+    assert _minutes(limit) == minutes
+
+
+def test_sacct_times_are_stored_in_utc_whatever_the_local_time_zone(tmp_path: Path) -> None:
+    # sacct prints naive times in its own time zone. A stand-in sacct (the only part faked:
+    # no cluster needed) prints one instant in the zone it is given.
+    from datetime import datetime
+
+    from scaling.dispatch.slurm import task_states
+
+    fake = tmp_path / "sacct"
+    fake.write_text(
+        '#!/bin/sh\nt=$(date -d @1767225600 +%Y-%m-%dT%H:%M:%S)\necho "12_0|COMPLETED|node1|$t|$t|None|0:0"\n'
+    )
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "TZ": "Asia/Kolkata"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        state = task_states(["12"])["12_0"]
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert state.started_at == datetime(2026, 1, 1, 0, 0, 0)  # 1767225600 is 2026-01-01 00:00 UTC
+
+
+def test_per_task_dependencies_in_slurms_forms() -> None:
+    from scaling.dispatch.backends import Dep, _dependency
+
+    assert _dependency([[], []]) is None
+    # An evaluation array after its training array: task i after task i.
+    assert _dependency([[Dep("f", "41", 0)], [Dep("f", "41", 1)]]) == "aftercorr:41"
+    # A second stage (one job) after its first stage's evaluation task.
+    assert _dependency([[Dep("f", "42", 3)]]) == "afterok:42_3"
+    with pytest.raises(ValueError):
+        _dependency([[Dep("f", "41", 1)], [Dep("f", "41", 0)]])

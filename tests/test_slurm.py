@@ -108,9 +108,10 @@ def test_toy_sweep_runs_as_arrays_and_status_watch_ingests_every_point(
     with engine.connect() as conn:
         jobs = conn.execute(sa.select(Attempt.job_id, Attempt.stage, Attempt.state, Attempt.node)).all()
     # Each point: a training task, then an evaluation task of its own (array task ids).
-    assert sorted((stage, state) for _, stage, state, _ in jobs) == [("eval", "succeeded")] * 3 + [
-        ("train", "trained")
-    ] * 3
+    assert (
+        sorted((stage, state) for _, stage, state, _ in jobs)
+        == [("eval", "succeeded")] * 3 + [("train", "trained")] * 3
+    )
     assert all("_" in job and node for job, _, _, node in jobs)
 
 

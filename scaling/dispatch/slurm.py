@@ -45,12 +45,14 @@ class TaskState:
     reason: str | None
 
 
-def run(args: Sequence[str], what: str) -> str:
+def run(args: Sequence[str], what: str, env: Mapping[str, str] | None = None) -> str:
     """A Slurm command's stdout; its failure as one line naming ``what`` was tried."""
     if shutil.which(args[0]) is None:
         raise ClipscaleError(f"cannot {what}: {args[0]} is not installed here (is this a Slurm login node?)")
     try:
-        out = subprocess.run(list(args), capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+        out = subprocess.run(
+            list(args), capture_output=True, text=True, timeout=TIMEOUT_S, check=False, env=env
+        )
     except subprocess.TimeoutExpired:
         raise ClipscaleError(
             f"cannot {what}: {args[0]} did not answer in {TIMEOUT_S} s (Slurm down?)"
@@ -110,16 +112,19 @@ def _gpus(gres: str) -> int:
 
 
 def _minutes(limit: str) -> int | None:
-    """Slurm's ``[days-]hours:minutes:seconds`` (or ``minutes``); None for no limit."""
-    if limit in ("infinite", "UNLIMITED", "n/a", ""):
+    """A Slurm time limit in whole minutes (seconds round up); None for no limit. Slurm's
+    forms: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``: with days, the first
+    field after the dash is hours; without, a lone field is minutes."""
+    if limit.lower() in ("infinite", "unlimited", "n/a", ""):
         return None
-    days, _, rest = limit.rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if len(parts) == 1:  # a bare number is minutes, as in sbatch --time
-        parts = [0, parts[0], 0]
-    elif len(parts) == 2:  # minutes:seconds
-        parts = [0, *parts]
-    h, m, s = parts
+    days, dash, rest = limit.strip().rpartition("-")
+    fields = [int(p) for p in rest.split(":")]
+    if dash:
+        h, m, s = [*fields, 0, 0][:3]
+    elif len(fields) == 3:
+        h, m, s = fields
+    else:
+        h, (m, s) = 0, [*fields, 0][:2]
     return int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
 
 
@@ -266,19 +271,15 @@ def task_states(array_ids: Sequence[str]) -> dict[str, TaskState]:
     """The state of every task of these arrays, by task id ``ARRAY_INDEX``: one sacct call."""
     if not array_ids:
         return {}
+    # submitit's own watcher asks sacct for JobID, State and NodeList only; the store needs
+    # start and end times, the reason and the exit code too, so this is the one sacct call.
+    # TZ=UTC: sacct prints naive times in its own time zone, and the store keeps UTC.
     out = run(
-        [
-            "sacct",
-            "-X",
-            "-n",
-            "-P",
-            "-j",
-            ",".join(array_ids),
-            "-o",
-            "JobID,State,NodeList,Start,End,Reason,ExitCode",
-        ],
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(array_ids), "-o",
+         "JobID,State,NodeList,Start,End,Reason,ExitCode"],
         "read job states from sacct (is accounting, slurmdbd, running?)",
-    )
+        env={**os.environ, "TZ": "UTC"},
+    )  # fmt: skip
     return parse_sacct(out)
 
 
