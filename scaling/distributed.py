@@ -182,7 +182,7 @@ def first_failure(run_dir: Path, rank: Rank, wait_s: float = PEER_WAIT_S) -> dic
                 return failed[0]
             if running:  # on another node, or hung: it said nothing in time
                 p = running[0]
-                return {**p, "error": f"rank {p['rank']} on {p['host']} recorded no end (hung, or killed)"}
+                return {**p, "error": f"recorded no end on {p['host']} (hung, or killed)"}
             return None
         time.sleep(0.5)
 
@@ -201,8 +201,8 @@ def _gone(peer: dict[str, Any]) -> bool:
 
 def _silent(peer: dict[str, Any]) -> str:
     return (
-        f"rank {peer['rank']} (pid {peer['pid']} on {peer['host']}) died without recording an error: "
-        "killed by a signal (SIGKILL, the out-of-memory killer) or a crash"
+        f"died without recording an error (pid {peer['pid']} on {peer['host']}): killed by a signal "
+        "(SIGKILL, the out-of-memory killer) or a crash"
     )
 
 

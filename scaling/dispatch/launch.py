@@ -371,8 +371,9 @@ def _reconcile(
             change.update(_ending(plan, by_id.get(a.point_id), a, st, Path(change["log_path"])))
             finished.append((a, change["state"]))
         changes.append(change)
-    update_attempts(engine, changes)
     ingested = _ingest(plan, engine, finished, track)
+    # After the outcomes: an attempt's end says what the outcome said and what the scheduler saw.
+    update_attempts(engine, changes)
     return summarize(plan, engine, ingested), adopted, voided
 
 
@@ -395,8 +396,8 @@ def _ending(plan: Plan, p: PlannedPoint | None, a: AttemptInfo, st: Any, log: Pa
         return _never_ran(p, a)
     if st.state == "failed" and outcome is not None and outcome.status == "failed":
         reason = outcome.error or ""
-        if st.reason and "rank" in st.reason and "rank" not in reason.split(":")[0]:
-            reason = f"{reason} [{st.reason}]"  # how the local runner saw the ranks end
+        if st.reason and st.reason not in reason:
+            reason = f"{reason} [{st.reason}]"  # how the scheduler saw the job end: its ranks' codes
         return {"state": "failed", "exit_reason": reason}
     reason = st.reason or st.state
     return {"state": st.state, "exit_reason": reason + (_tail(log) if st.state != "cancelled" else "")}

@@ -284,6 +284,10 @@ def _wait_for(after: Sequence[Sequence[Any]], folder: Path, index: int) -> str |
 
 
 def _batch_alive(folder: Path) -> bool:
+    """Whether a batch can still run: its runner is starting (nothing claimed it yet) or
+    alive; not if recovery voided it or its runner is gone."""
+    if not (folder / CLAIM).exists():
+        return True
     pid = _runner_pid(folder)
     return pid is not None and _alive(pid)
 

@@ -1,0 +1,131 @@
+"""Several ranks per point on this machine: one process per rank over gloo (torch's CPU
+backend), as on a GPU node they are one per GPU over NCCL. What these tests cannot cover:
+NCCL and CUDA (the GPU benchmark, bench/gpu_train.py, runs the same job path on GPUs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import dispatch_sweep
+
+from scaling import toyworld
+from scaling.dispatch import launch, reconcile
+from scaling.outcome import Outcome, read_outcome, write_outcome
+from scaling.plan import Plan, plan
+from scaling.store import connect, runs
+from scaling.store.models import Attempt
+from scaling.train import run_dir
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    toyworld.write_world(root, {"toy-1k": 1000})
+    return root
+
+
+def two_ranks(tmp: Path, world: Path, name: str, samples: str, *extra: str) -> Plan:
+    return plan(str(dispatch_sweep(tmp, world, name, samples=samples)), ["train.gpus=2", *extra])
+
+
+def wait_done(p: Plan, engine: sa.Engine, timeout_s: float = 300) -> object:
+    deadline = time.monotonic() + timeout_s
+    while (summary := reconcile(p, engine)).active:
+        assert time.monotonic() < deadline, summary
+        time.sleep(1)
+    return summary
+
+
+def test_a_two_rank_point_trains_as_two_processes_and_is_evaluated_apart(world: Path, tmp_path: Path) -> None:
+    p = two_ranks(tmp_path, world, "ranks", "256")
+    point = p.points[0].point
+    assert point.train.global_batch_size == 64  # 2 ranks x 32
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    launch(p, engine)
+    summary = wait_done(p, engine)
+    assert summary.counts == {"succeeded": 1}, summary  # type: ignore[attr-defined]
+    directory = run_dir(p.sweep.runs_root, point)
+    outcome = read_outcome(directory)
+    assert outcome is not None and outcome.ranks == 2 and outcome.samples_seen == point.samples_seen == 256
+    assert "world_size: 2" in (directory / "params.txt").read_text()
+    records = [json.loads((directory / "ranks" / f"{r}.json").read_text()) for r in (0, 1)]
+    assert [r["state"] for r in records] == ["done", "done"] and records[0]["attempt"] == records[1][
+        "attempt"
+    ]
+    assert records[0]["pid"] != records[1]["pid"]
+    assert (directory / "console.rank1.log").is_file()  # each rank's log is kept
+    assert sorted(f.name for f in (directory / "checkpoints").iterdir()) == ["epoch_latest.pt"]
+    with engine.connect() as conn:
+        stages = conn.execute(sa.select(Attempt.stage, Attempt.state).order_by(Attempt.id)).all()
+    assert [tuple(s) for s in stages] == [("train", "trained"), ("eval", "succeeded")]
+
+
+def test_a_killed_rank_fails_the_point_at_once_with_its_cause(world: Path, tmp_path: Path) -> None:
+    # Long enough to be killed mid-training: 160k samples take minutes on two cores.
+    p = two_ranks(tmp_path, world, "kill", "163840", "train.epochs=8", "+train.dist_timeout_min=2")
+    point = p.points[0].point
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    launch(p, engine)
+    directory = run_dir(p.sweep.runs_root, point)
+    record = directory / "ranks" / "1.json"
+    deadline = time.monotonic() + 120
+    while not (record.exists() and "Train Epoch: 0" in _read(directory / "out.log")):
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.5)
+    os.kill(json.loads(record.read_text())["pid"], signal.SIGKILL)  # as the OOM killer would
+    killed = time.monotonic()
+    wait_done(p, engine)
+    took = time.monotonic() - killed
+    outcome = read_outcome(directory)
+    assert outcome is not None and outcome.status == "failed" and outcome.failed_rank == 1
+    assert (outcome.error or "").startswith("rank 1: died without recording an error (pid"), outcome.error
+    # Rank 0 saw its peer go at its next collective: not at the timeout, nor at the run's end.
+    assert took < 60, took
+    frame = runs(str(engine.url), "sweep=kill")
+    assert "rank 1" in frame["error"][0] and frame["status"][0] == "failed"
+    with engine.connect() as conn:
+        reason = conn.execute(sa.select(Attempt.exit_reason).where(Attempt.stage == "train")).scalar_one()
+    assert "rank 1: killed by signal 9 (SIGKILL)" in reason  # the runner's account, beside rank 0's
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def test_a_retry_killed_before_its_outcome_does_not_inherit_the_last_error(
+    world: Path, tmp_path: Path
+) -> None:
+    path = dispatch_sweep(tmp_path, world, "stale", samples="163840")
+    p = plan(str(path), ["train.epochs=8"])
+    point = p.points[0].point
+    directory = run_dir(p.sweep.runs_root, point)
+    directory.mkdir(parents=True)
+    old = Outcome(id=point.id, status="failed", samples_seen=None, samples_seen_planned=point.samples_seen,
+                  epochs=8, wall_time_s=1.0, train_time_s=None, samples_per_s=None, error="the old error",
+                  finished_at="2026-01-01T00:00:00+00:00")  # fmt: skip
+    write_outcome(directory, old)
+    env = {**os.environ, "CLIPSCALE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "run", f"sweep={path}", "train.epochs=8"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "Train Epoch: 0" not in _read(directory / "out.log"):
+        assert time.monotonic() < deadline and proc.poll() is None, "the retry never trained"
+        time.sleep(0.5)
+    proc.kill()  # hard: no outcome of its own
+    proc.wait()
+    assert read_outcome(directory) is None  # not the last attempt's error
+    aside = list((directory / "history").glob("outcome-*.json"))
+    assert len(aside) == 1 and json.loads(aside[0].read_text())["error"] == "the old error"
