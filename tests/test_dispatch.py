@@ -261,6 +261,17 @@ def test_sacct_lines_expand_pending_ranges_and_map_states() -> None:
     )
     assert states["13_0"].state == "cancelled"
     assert _tasks("5_3") == ["5_3"] and _tasks("7") == ["7"]
+    # The never-started rest of an array, listed after a task that has run since: the task's
+    # own line wins (the rest was cancelled when another task's failure broke a dependency).
+    rest = parse_sacct(
+        "9_0|COMPLETED|node1|2026-01-01T00:00:00|2026-01-01T00:01:00|Dependency|0:0\n"
+        "9_[0-1%2]|CANCELLED|None assigned|None|2026-01-01T00:00:30|None|0:0\n"
+    )
+    assert (
+        rest["9_0"].state == "completed"
+        and rest["9_1"].state == "cancelled"
+        and rest["9_1"].started_at is None
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ with sacct, a launcher killed at random moments, a time limit hit and resumed.""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -164,34 +165,39 @@ def test_launcher_killed_at_20_random_moments_submits_every_point_exactly_once(
         ids = {q.point.id for q in p.points}
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.select(Attempt.point_id, Attempt.state, Attempt.submission, Attempt.array_index).where(
-                    Attempt.point_id.in_(ids)
-                )
+                sa.select(
+                    Attempt.point_id, Attempt.stage, Attempt.state, Attempt.submission, Attempt.array_index
+                ).where(Attempt.point_id.in_(ids))
             ).all()
             family = Submission.family == f"kill{i}"
             subs = dict(conn.execute(sa.select(Submission.token, Submission.state).where(family)).all())
         live = [r for r in rows if r.state != "void"]
-        assert sorted(r.point_id for r in live) == sorted(ids), f"kill {i} after {delay:.2f} s: {rows}"
+        # Each point: one training attempt and one evaluation attempt after it, however the
+        # launcher was killed (an evaluation array it never submitted is submitted by the next).
+        for stage in ("train", "eval"):
+            got = sorted(r.point_id for r in live if r.stage == stage)
+            assert got == sorted(ids), f"kill {i} after {delay:.2f} s, {stage}: {rows}"
         tasks = queued(set(subs))
-        by_point: dict[str, int] = {}
-        where = {(r.submission, r.array_index): r.point_id for r in live}
+        by_point: dict[tuple[str, str], int] = {}
+        where = {(r.submission, r.array_index): (r.point_id, r.stage) for r in live}
         for task_id, token, reason in tasks:
             assert subs[token] == "released", f"kill {i}: queued task {task_id} of a {subs[token]} submission"
             assert reason != "JobHeldUser", f"kill {i}: {task_id} still held"
-            point = where[(token, int(task_id.split("_")[1]))]
-            by_point[point] = by_point.get(point, 0) + 1
-        assert by_point == dict.fromkeys(ids, 1), f"kill {i} after {delay:.2f} s: {tasks}"
+            key = where[(token, int(task_id.split("_")[1]))]
+            by_point[key] = by_point.get(key, 0) + 1
+        expected = {(pid, stage): 1 for pid in ids for stage in ("train", "eval")}
+        assert by_point == expected, f"kill {i} after {delay:.2f} s: {tasks}"
         voided.append(sum(1 for r in rows if r.state == "void"))
     subprocess.run(["scancel", "--user", "root"], check=False)
     print(f"launch takes {span:.2f} s; voided attempts after each kill: {voided}; settled: {settled}")
 
 
-def test_time_limit_requeues_and_the_run_resumes_to_the_planned_samples(
+def test_time_limit_requeues_both_ranks_and_the_run_resumes_to_the_planned_samples(
     slurm_cluster: str, world: Path, tmp_path: Path
 ) -> None:
-    # One point that trains for longer than Slurm lets it run before signalling, in short epochs (a
-    # checkpoint each); Slurm signals it 20 s (give or take its 60 s resolution) before.
-    overrides = ["model=[toy-xs]", "samples_seen=[36000]", "train.epochs=12",
+    # One 2-rank point that trains for longer than Slurm lets it run before signalling, in short
+    # epochs (a checkpoint each); Slurm signals it 20 s (give or take its 60 s resolution) before.
+    overrides = ["model=[toy-xs]", "samples_seen=[36000]", "train.epochs=12", "train.gpus=2",
                  "clusters.slurm.time_limit_min=1", "clusters.slurm.signal_delay_s=20"]  # fmt: skip
     path = sweep_file(tmp_path, world, "limit")
     env = env_for(tmp_path)
@@ -208,12 +214,19 @@ def test_time_limit_requeues_and_the_run_resumes_to_the_planned_samples(
     assert outcome.samples_seen == point.samples_seen  # exact, across requeues
     engine = connect(db)
     with engine.connect() as conn:
-        job = conn.execute(sa.select(Attempt.job_id)).scalar_one()
+        job = conn.execute(sa.select(Attempt.job_id).where(Attempt.stage == "train")).scalar_one()
     history = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job, "-o", "State"], capture_output=True,
                              text=True).stdout.split()  # fmt: skip
     assert "REQUEUED" in history and history[-1] == "COMPLETED", history
-    log = (run_dir(p.sweep.runs_root, point) / "out.log").read_text()
-    assert "resum" in log.lower()
+    directory = run_dir(p.sweep.runs_root, point)
+    assert "resum" in (directory / "out.log").read_text().lower()
+    # Both ranks ran again after the requeue (the job's restart count is in their attempt)
+    # and resumed from the checkpoint rank 0 found.
+    records = [json.loads((directory / "ranks" / f"{r}.json").read_text()) for r in (0, 1)]
+    assert [r["state"] for r in records] == ["done", "done"], records
+    assert records[0]["attempt"] == records[1]["attempt"] and not records[0]["attempt"].endswith(".0")
+    assert "=> resuming checkpoint" in (directory / "console.rank1.log").read_text()
+    assert outcome.ranks == 2
 
 
 @pytest.mark.parametrize(
@@ -272,3 +285,142 @@ def test_slurm_down_is_one_line(slurm_cluster: str, world: Path, tmp_path: Path)
               env={**env_for(tmp_path), "SLURM_CONF": str(conf)}, timeout=300)  # fmt: skip
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert out.stderr.startswith("error: cannot read the cluster's partitions: sinfo"), out.stderr
+
+
+def test_a_two_rank_point_trains_on_two_tasks_and_is_evaluated_by_a_job_of_its_own(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    # The acceptance commands as a user types them, on the toy sweep.
+    root = tmp_path / "data"
+    toyworld.write_world(root, {"toy-4k": 4000})
+    env = {
+        **env_for(tmp_path),
+        "CLIPSCALE_DATA_ROOT": str(root),
+        "CLIPSCALE_RUNS_ROOT": str(tmp_path / "runs"),
+    }
+    axes = [
+        "sweep=toy",
+        "cluster=slurm",
+        "model=[toy-s]",
+        "data=[toy-4k]",
+        "samples_seen=[16k]",
+        "train.gpus=2",
+    ]
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    assert cli("launch", *axes, "--db", db, env=env).returncode == 0
+    # Status of the sweep as a whole follows the point launched under other overrides too.
+    out = cli("status", "sweep=toy", "--db", db, "--watch", "--every", "3", "--no-tracking", env=env)
+    last = [line for line in out.stdout.splitlines() if line.startswith("sweep toy [")][-1]
+    assert out.returncode == 0 and "1/13 done: 1 succeeded, 12 not submitted" in last, out.stdout + out.stderr
+    point = plan("toy", axes[1:]).points[0].point
+    assert point.train.global_batch_size == 2 * 128
+    directory = tmp_path / "runs" / point.id
+    outcome = read_outcome(directory)
+    assert outcome is not None and outcome.ranks == 2 and outcome.samples_seen == point.samples_seen
+    assert "world_size: 2" in (directory / "params.txt").read_text()
+    # One outcome, both ranks' logs, and of the checkpoints only the latest.
+    assert not (directory / "history").exists()
+    assert (directory / "console.log").is_file() and (directory / "console.rank1.log").is_file()
+    assert sorted(f.name for f in (directory / "checkpoints").iterdir()) == ["epoch_latest.pt"]
+    engine = connect(db)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(Attempt.stage, Attempt.job_id, Attempt.state, Attempt.started_at,
+                                      Attempt.ended_at).order_by(Attempt.id)).all()  # fmt: skip
+    (train, evaluation) = rows
+    assert (train.stage, train.state, evaluation.stage, evaluation.state) == (
+        "train",
+        "trained",
+        "eval",
+        "succeeded",
+    )
+    assert train.job_id != evaluation.job_id and evaluation.started_at >= train.ended_at
+    folder = next((tmp_path / "runs" / "_jobs").glob("*/" + train.job_id + "_1_log.err")).parent
+    assert (folder / f"{train.job_id}_0_log.err").is_file()  # Slurm's log of each task (rank)
+
+
+def test_a_killed_rank_fails_the_point_within_the_collective_timeout(
+    slurm_cluster: str, world: Path, tmp_path: Path
+) -> None:
+    overrides = ["samples_seen=[163840]", "train.epochs=8", "train.gpus=2", "+train.dist_timeout_min=1"]
+    path = sweep_file(tmp_path, world, "rankkill")
+    env = env_for(tmp_path)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    assert cli("launch", f"sweep={path}", *overrides, "--db", db, env=env).returncode == 0
+    point = plan(str(path), overrides).points[0].point
+    directory = tmp_path / "runs" / point.id
+    deadline = time.monotonic() + 180
+    while not (
+        (directory / "ranks" / "1.json").exists() and "Train Epoch: 0" in _text(directory / "out.log")
+    ):
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.5)
+    os.kill(json.loads((directory / "ranks" / "1.json").read_text())["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    out = cli(
+        "status", f"sweep={path}", *overrides, "--db", db, "--watch", "--every", "2", "--no-tracking", env=env
+    )
+    took = time.monotonic() - killed
+    assert out.returncode == 0 and "1 failed" in out.stdout, out.stdout
+    assert took < 90, took  # the collective failed at once; the time limit is an hour
+    runs = cli("runs", "sweep=rankkill", "--db", db, "--format", "json", env=env)
+    (row,) = json.loads(runs.stdout)
+    assert row["status"] == "failed" and row["error"].startswith("rank 1: died without recording an error")
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+CHAIN = """
+finetune: {samples_seen: 128, image_size: 32, lr: 1.0e-4, epochs: 1, warmup: 1}
+points:
+  - match: {samples_seen: [384]}
+    train: {extra_args: [--no-such-flag]}
+"""
+
+
+def test_a_failed_first_stage_fails_its_second_stage_and_the_other_chain_finishes(
+    slurm_cluster: str, world: Path, tmp_path: Path
+) -> None:
+    path = sweep_file(tmp_path, world, "chain")
+    path.write_text(
+        path.read_text().replace("samples_seen: [256, 384, 512]", "samples_seen: [256, 384]") + CHAIN
+    )
+    env = env_for(tmp_path)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    out = cli("launch", f"sweep={path}", "--db", db, env=env)
+    assert out.returncode == 0 and "submitted 4 points" in out.stdout, out.stdout + out.stderr
+    out = cli(
+        "status",
+        f"sweep={path}",
+        "--db",
+        db,
+        "--watch",
+        "--every",
+        "2",
+        "--no-tracking",
+        env=env,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr  # --watch ended
+    p = plan(str(path), [])
+    first_ok, second_ok, first_bad, second_bad = (q.point for q in p.points)
+    assert second_bad.parent == first_bad.id and "384" in first_bad.id
+    rows = {r["id"]: r for r in json.loads(cli("runs", "sweep=chain", "--db", db, "--format", "json",
+                                                env=env).stdout)}  # fmt: skip
+    assert rows[first_ok.id]["status"] == rows[second_ok.id]["status"] == "succeeded"
+    assert (
+        rows[first_bad.id]["status"] == "failed" and "open_clip_train exited" in rows[first_bad.id]["error"]
+    )
+    assert rows[second_bad.id]["status"] == "failed"
+    assert rows[second_bad.id]["error"] == f"never ran: its first stage {first_bad.id} did not succeed"
+    # Slurm cancelled the second stage's job (its dependency could not be met).
+    assert not queued(set(conn_tokens(db)))
+
+
+def conn_tokens(db: str) -> list[str]:
+    with connect(db).connect() as conn:
+        return list(conn.execute(sa.select(Submission.token)).scalars())

@@ -40,6 +40,7 @@ from scaling.store.attempts import (
     SubmissionInfo,
     add_submissions,
     attempts_of,
+    launched_points,
     locked,
     set_submission,
     submissions,
@@ -136,21 +137,52 @@ def _task_ids(backend: Backend, job_id: str) -> Callable[[int], str]:
     return lambda index: backend.task_id(job_id, index)
 
 
-# ---------------------------------------------------------------- choosing points
+# ---------------------------------------------------------------- the points followed
 
 
-def point_states(plan: Plan, history: dict[str, list[AttemptInfo]]) -> dict[str, state.PointState]:
+@dataclass(frozen=True)
+class Followed:
+    """A point that status follows: one of the plan's, or one the sweep launched under other
+    overrides (``scaling status sweep=toy`` follows a point launched with ``train.gpus=2``)."""
+
+    id: str
+    directory: Path
+    gmacs: float | None
+    ranks: int
+    parent: str | None
+    gpu_hours: float  # planned; 0 for a point not in this plan
+
+
+def followed(plan: Plan, engine: Engine) -> dict[str, Followed]:
+    root = Path(plan.sweep.runs_root)
+    out = {p.point.id: _planned(root, p) for p in plan.points}
+    for pid, gmacs, config in transaction(engine, lambda conn: launched_points(conn, plan.sweep.name)):
+        if pid not in out:
+            ranks = int((config.get("train") or {}).get("gpus") or 1)
+            out[pid] = Followed(pid, root / pid, gmacs, ranks, config.get("parent"), 0.0)
+    return out
+
+
+def _planned(root: Path, p: PlannedPoint) -> Followed:
+    t = p.point.train
+    return Followed(p.point.id, run_dir(root, p.point), p.macs.total, t.gpus, p.point.parent, p.gpu_hours)
+
+
+def point_states(
+    points: dict[str, Followed], history: dict[str, list[AttemptInfo]]
+) -> dict[str, state.PointState]:
     """Each point's state (``scaling.store.state`` decides), with what its run directory
     says: finished training (``trained.json``) or a result not yet ingested."""
     out = {}
-    for p in plan.points:
-        attempts = history.get(p.point.id, [])
-        tries = [state.Try(a.stage, a.state, a.exit_reason) for a in attempts]
-        directory = run_dir(plan.sweep.runs_root, p.point)
-        outcome = read_outcome(directory) if directory.is_dir() else None
-        trained = directory.is_dir() and read_trained(directory) is not None
-        out[p.point.id] = state.decide(tries, trained, outcome.status if outcome else None)
+    for pid, f in points.items():
+        tries = [state.Try(a.stage, a.state, a.exit_reason) for a in history.get(pid, [])]
+        outcome = read_outcome(f.directory) if f.directory.is_dir() else None
+        trained = f.directory.is_dir() and read_trained(f.directory) is not None
+        out[pid] = state.decide(tries, trained, outcome.status if outcome else None)
     return out
+
+
+# ---------------------------------------------------------------- choosing points
 
 
 def _decide(p: PlannedPoint, states: dict[str, state.PointState], taken: set[str],
@@ -177,7 +209,9 @@ def _choose(
     plan: Plan, conn: Connection, options: LaunchOptions
 ) -> tuple[list[tuple[PlannedPoint, str]], dict[str, int]]:
     """The points to submit now, each with the stage to submit (train or eval)."""
-    states = point_states(plan, attempts_of(conn, plan.sweep.name))
+    history = attempts_of(conn, plan.sweep.name)
+    root = Path(plan.sweep.runs_root)
+    states = point_states({p.point.id: _planned(root, p) for p in plan.points}, history)
     chosen: list[tuple[PlannedPoint, str]] = []
     taken = {pid for pid, st in states.items() if st.active}
     skipped: dict[str, int] = {}
@@ -356,10 +390,22 @@ def _reconcile(
     states: dict[tuple[str, int], Any] = {}
     for launcher, group in _by_launcher(wanted).items():
         states.update(backend_for(plan, launcher).states(group))
-    by_id = {p.point.id: p for p in plan.points}
+    by_id = followed(plan, engine)
     changes: list[dict[str, Any]] = []
     finished: list[tuple[AttemptInfo, str]] = []
-    for a in sorted(live, key=lambda a: a.stage != TRAIN):  # a training's end before its evaluation's
+    ended: dict[tuple[str, str], str] = {}  # (point, stage) -> how it ended in this pass
+
+    def last(point_id: str, stage: str) -> str | None:
+        if (point_id, stage) in ended:
+            return ended[(point_id, stage)]
+        done = [x.state for x in history.get(point_id, []) if x.stage == stage]
+        return done[-1] if done else None
+
+    def order(a: AttemptInfo) -> tuple[bool, bool]:  # first stages, and trainings, end first
+        f = by_id.get(a.point_id)
+        return (f is not None and f.parent is not None, a.stage != TRAIN)
+
+    for a in sorted(live, key=order):
         st = states.get((a.submission or "", a.array_index or 0))
         if st is None or st.state == a.state:
             continue
@@ -368,19 +414,22 @@ def _reconcile(
         sub = subs[a.submission or ""]
         change["log_path"] = str(backend_for(plan, sub.launcher).log_path(sub, a.array_index or 0))
         if st.state not in ACTIVE:
-            change.update(_ending(plan, by_id.get(a.point_id), a, st, Path(change["log_path"])))
+            change.update(_ending(by_id.get(a.point_id), a, st, Path(change["log_path"]), last))
             finished.append((a, change["state"]))
+            ended[(a.point_id, a.stage)] = change["state"]
         changes.append(change)
-    ingested = _ingest(plan, engine, finished, track)
+    ingested = _ingest(plan, engine, by_id, finished, track)
     # After the outcomes: an attempt's end says what the outcome said and what the scheduler saw.
     update_attempts(engine, changes)
-    return summarize(plan, engine, ingested), adopted, voided
+    return summarize(plan, engine, ingested, by_id), adopted, voided
 
 
-def _ending(plan: Plan, p: PlannedPoint | None, a: AttemptInfo, st: Any, log: Path) -> dict[str, Any]:
+def _ending(
+    p: Followed | None, a: AttemptInfo, st: Any, log: Path, last: Callable[[str, str], str | None]
+) -> dict[str, Any]:
     """A finished job's attempt state and reason, from what its run left: a training that
     completed left ``trained.json`` (or a diverged outcome), an evaluation the outcome."""
-    directory = run_dir(plan.sweep.runs_root, p.point) if p is not None else None
+    directory = p.directory if p is not None else None
     outcome = read_outcome(directory) if directory is not None else None
     trained = directory is not None and read_trained(directory) is not None
     if st.state == "completed":
@@ -392,8 +441,8 @@ def _ending(plan: Plan, p: PlannedPoint | None, a: AttemptInfo, st: Any, log: Pa
                 "exit_reason": "the job ended without writing outcome.json" + _tail(log),
             }
         return {"state": outcome.status, "exit_reason": outcome.error}
-    if st.state == "cancelled" and "ependenc" in (st.reason or ""):
-        return _never_ran(p, a)
+    if st.state == "cancelled" and st.started_at is None:
+        return _never_ran(p, a, last)
     if st.state == "failed" and outcome is not None and outcome.status == "failed":
         reason = outcome.error or ""
         if st.reason and st.reason not in reason:
@@ -403,14 +452,20 @@ def _ending(plan: Plan, p: PlannedPoint | None, a: AttemptInfo, st: Any, log: Pa
     return {"state": st.state, "exit_reason": reason + (_tail(log) if st.state != "cancelled" else "")}
 
 
-def _never_ran(p: PlannedPoint | None, a: AttemptInfo) -> dict[str, Any]:
-    """A job the scheduler cancelled because what it waited for did not complete: an
-    evaluation whose training failed never was an attempt (void); a second stage whose first
-    stage failed fails with that reason."""
-    if a.stage == EVAL:
+def _never_ran(p: Followed | None, a: AttemptInfo, last: Callable[[str, str], str | None]) -> dict[str, Any]:
+    """A job cancelled before it started. If what it waited for did not complete (the
+    scheduler cancels such jobs): an evaluation whose training failed never was an attempt
+    (void); a second stage whose first stage failed fails with that reason."""
+    if a.stage == EVAL and last(a.point_id, TRAIN) not in ("trained", *RESULTS):
         return {"state": "void", "exit_reason": "never ran: its training did not complete"}
-    parent = p.point.parent if p is not None else None
-    return {"state": "failed", "exit_reason": f"never ran: its first stage {parent} did not succeed"}
+    parent = p.parent if p is not None else None
+    if (
+        a.stage == TRAIN
+        and parent is not None
+        and "succeeded" not in (last(parent, EVAL), last(parent, TRAIN))
+    ):
+        return {"state": "failed", "exit_reason": f"never ran: its first stage {parent} did not succeed"}
+    return {"state": "cancelled", "exit_reason": "cancelled before it ran"}
 
 
 def _tail(log: Path, lines: int = 5) -> str:
@@ -424,46 +479,52 @@ def _tail(log: Path, lines: int = 5) -> str:
 def _ingest(
     plan: Plan,
     engine: Engine,
+    points: dict[str, Followed],
     ended: Sequence[tuple[AttemptInfo, str]],
     track: Callable[[Path], object] | None,
 ) -> int:
     """Store the outcomes that ended attempts wrote (a result, or a failure it recorded)."""
-    by_id = {p.point.id: p for p in plan.points}
     count = 0
     for a, new_state in ended:
-        p = by_id.get(a.point_id)
+        p = points.get(a.point_id)
         if p is None or new_state not in (*RESULTS, "failed"):
             continue
-        directory = run_dir(plan.sweep.runs_root, p.point)
+        directory = p.directory
         outcome = read_outcome(directory)
         if outcome is None or (new_state == "failed" and outcome.status != "failed"):
             continue
-        ingest_run(engine, directory, plan.sweep.name, p.macs.total, attempt_key=a.key)
+        ingest_run(engine, directory, plan.sweep.name, p.gmacs, attempt_key=a.key)
         if track is not None:
             track(directory)
         count += 1
     return count
 
 
-def summarize(plan: Plan, engine: Engine, ingested: int = 0) -> Summary:
+def summarize(
+    plan: Plan, engine: Engine, ingested: int = 0, points: dict[str, Followed] | None = None
+) -> Summary:
+    """Counts by state of the sweep's points (the plan's and any launched under other
+    overrides), and the allocation spent against the plan."""
+    points = points if points is not None else followed(plan, engine)
     history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
-    states = point_states(plan, history)
+    states = point_states(points, history)
     counts: dict[str, int] = {}
     spent = 0.0
     failures = []
     now = _now()
-    for p in plan.points:
-        st = states[p.point.id]
+    for pid, f in points.items():
+        st = states[pid]
         status = "not submitted" if st.status == "planned" else st.status
         counts[status] = counts.get(status, 0) + 1
         if st.status in FAILURES:
-            failures.append((p.point.id, st.reason or st.status))
-        for a in history.get(p.point.id, []):
+            failures.append((pid, st.reason or st.status))
+        for a in history.get(pid, []):
             if a.started_at is not None:
                 seconds = ((a.ended_at or now) - a.started_at).total_seconds()
-                spent += max(0.0, seconds) / 3600 * (p.point.train.gpus if a.stage == TRAIN else 1)
+                spent += max(0.0, seconds) / 3600 * (f.ranks if a.stage == TRAIN else 1)
     active = sum(1 for st in states.values() if st.active)
-    return Summary(counts, len(plan.points), plan.total_gpu_hours, spent, ingested, active, tuple(failures))
+    planned = sum(f.gpu_hours for f in points.values())
+    return Summary(counts, len(points), planned, spent, ingested, active, tuple(failures))
 
 
 # ---------------------------------------------------------------- cancelling

@@ -284,7 +284,10 @@ def task_states(array_ids: Sequence[str]) -> dict[str, TaskState]:
 
 
 def parse_sacct(text: str) -> dict[str, TaskState]:
+    """Task states from sacct lines. A task's own line wins over the line of the array's
+    never-started rest (``123_[0-3%2]``), which still lists tasks that have run since."""
     states: dict[str, TaskState] = {}
+    ranged: dict[str, TaskState] = {}
     for line in text.splitlines():
         fields = line.strip().split("|")
         if len(fields) < 7:
@@ -298,9 +301,10 @@ def parse_sacct(text: str) -> dict[str, TaskState]:
         value = TaskState(
             mapped, node if node not in ("", "None assigned") else None, _time(start), _time(end), why
         )
+        target = ranged if "[" in job else states
         for task in _tasks(job):
-            states[task] = value
-    return states
+            target[task] = value
+    return {**ranged, **states}
 
 
 def _tasks(job: str) -> list[str]:

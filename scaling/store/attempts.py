@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from scaling.store import state
 from scaling.store.db import transaction
 from scaling.store.ingest import _family, _now
-from scaling.store.models import ACTIVE_STATES, Attempt, Family, FamilyPoint, Submission
+from scaling.store.models import ACTIVE_STATES, Attempt, Family, FamilyPoint, Point, Submission
 from scaling.store.state import FAILURES, RESULTS
 
 ACTIVE = ACTIVE_STATES
@@ -122,6 +122,17 @@ def attempts_of(conn: Connection, family: str) -> dict[str, list[AttemptInfo]]:
             )
         )
     return out
+
+
+def launched_points(conn: Connection, family: str) -> list[tuple[str, float | None, dict[str, Any]]]:
+    """(id, GMACs per sample, resolved point) of every point of the sweep that was launched."""
+    launched = sa.select(Attempt.point_id).where(Attempt.state != "void")
+    rows = conn.execute(
+        sa.select(Point.id, Point.gmacs_per_sample, Point.config)
+        .join(FamilyPoint, FamilyPoint.point_id == Point.id)
+        .where(FamilyPoint.family == family, Point.id.in_(launched))
+    )
+    return [(r.id, r.gmacs_per_sample, json.loads(r.config or "{}")) for r in rows]
 
 
 def add_submissions(conn: Connection, family: str, batches: Sequence[NewSubmission], owner: str) -> None:
