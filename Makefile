@@ -46,6 +46,8 @@ bench: setup
 	$(BIN)/python bench/cost_calibration.py
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/fit_bench.py
+	# CUDA if present (ViT-B-32, ViT-L-14), else a toy model on the CPU
+	$(BIN)/python bench/gpu_train.py
 	# needs root: runs on the one-node dev Slurm (launchers/slurm-dev-cluster.sh)
 	$(BIN)/python bench/dispatch_bench.py
 

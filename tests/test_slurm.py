@@ -113,7 +113,9 @@ def test_toy_sweep_runs_as_arrays_and_status_watch_ingests_every_point(
         sorted((stage, state) for _, stage, state, _ in jobs)
         == [("eval", "succeeded")] * 3 + [("train", "trained")] * 3
     )
-    assert all("_" in job and node for job, _, _, node in jobs)
+    # Array task ids for the array of two, a plain job id for the one point left over.
+    assert sorted("_" in job for job, _, _, _ in jobs) == [False] * 2 + [True] * 4
+    assert all(node for _, _, _, node in jobs)
 
 
 @pytest.fixture()

@@ -23,11 +23,13 @@ Batches = list[tuple[dict[str, Any], tuple[str, ...]]]  # (resources, point ids)
 
 @dataclass(frozen=True)
 class Dep:
-    """A task that must complete before another starts: task ``index`` of a submission."""
+    """A task that must complete before another starts: task ``index`` of a submission
+    (job ``job_id``), whose own id is ``task``."""
 
     folder: str
     job_id: str
     index: int
+    task: str
 
 
 class Backend(Protocol):
@@ -38,9 +40,9 @@ class Backend(Protocol):
     def eval_batches(self, point_ids: Sequence[str]) -> Batches: ...
     def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
                after: Sequence[Sequence[Dep]]) -> str: ...  # fmt: skip
-    def task_id(self, job_id: str, index: int) -> str: ...
+    def task_id(self, job_id: str, index: int, size: int) -> str: ...
     def settle(self, subs: Sequence[SubmissionInfo]) -> dict[str, str | None]: ...
-    def start(self, subs: Sequence[SubmissionInfo]) -> None: ...
+    def start(self, subs: Sequence[SubmissionInfo]) -> list[str]: ...  # the tokens it had to void
     def discard(self, job_ids: Sequence[str]) -> None: ...
     def states(self, subs: Sequence[SubmissionInfo]) -> dict[tuple[str, int], State]: ...
     def cancel(self, sub: SubmissionInfo, indices: Sequence[int]) -> None: ...
@@ -83,18 +85,19 @@ class SlurmBackend:
         params = slurm.executor_parameters(r, self.settings, token, _dependency(after))
         return slurm.submit_held(folder, jobs, params, self.settings.max_requeues)
 
-    def task_id(self, job_id: str, index: int) -> str:
-        return f"{job_id}_{index}"
+    def task_id(self, job_id: str, index: int, size: int) -> str:
+        return slurm.task_id(job_id, index, size)
 
     def settle(self, subs: Sequence[SubmissionInfo]) -> dict[str, str | None]:
         found = slurm.find_by_name([s.token for s in subs])
         return {s.token: found.get(s.token) for s in subs}
 
-    def start(self, subs: Sequence[SubmissionInfo]) -> None:
-        for s in subs:
-            assert s.job_id is not None
-            slurm.place_pickles(Path(s.folder), s.job_id, s.size)
-        slurm.release([s.job_id for s in subs if s.job_id])
+    def start(self, subs: Sequence[SubmissionInfo]) -> list[str]:
+        whole = [s for s in subs if s.job_id and slurm.complete(Path(s.folder), s.job_id, s.size)]
+        broken = [s for s in subs if s not in whole]
+        slurm.cancel([s.job_id for s in broken if s.job_id])
+        slurm.release([s.job_id for s in whole if s.job_id])
+        return [s.token for s in broken]
 
     def discard(self, job_ids: Sequence[str]) -> None:
         slurm.cancel(job_ids)
@@ -104,16 +107,16 @@ class SlurmBackend:
         out = {}
         for task, state in slurm.task_states(list(by_array)).items():
             array, _, index = task.partition("_")
-            if array in by_array and index.isdigit():
-                out[(by_array[array], int(index))] = state
+            if array in by_array and (index.isdigit() or not index):  # a single job has no index
+                out[(by_array[array], int(index or 0))] = state
         return out
 
     def cancel(self, sub: SubmissionInfo, indices: Sequence[int]) -> None:
         if sub.job_id:
-            slurm.cancel([self.task_id(sub.job_id, i) for i in indices])
+            slurm.cancel([self.task_id(sub.job_id, i, sub.size) for i in indices])
 
     def log_path(self, sub: SubmissionInfo, index: int) -> Path:
-        return Path(sub.folder) / f"{sub.job_id}_{index}_0_log.err"
+        return slurm.log_path(Path(sub.folder), sub.job_id or "", index, sub.size)
 
 
 def _dependency(after: Sequence[Sequence[Dep]]) -> str | None:
@@ -123,10 +126,10 @@ def _dependency(after: Sequence[Sequence[Dep]]) -> str | None:
     if not any(after):
         return None
     jobs = {d.job_id for deps in after for d in deps}
+    if len(after) == 1:
+        return "afterok:" + ":".join(d.task for d in after[0])
     if len(jobs) == 1 and all(len(deps) == 1 and deps[0].index == i for i, deps in enumerate(after)):
         return f"aftercorr:{jobs.pop()}"
-    if len(after) == 1:
-        return "afterok:" + ":".join(f"{d.job_id}_{d.index}" for d in after[0])
     raise ValueError("per-task dependencies of an array must pair task i with task i of one array")
 
 
@@ -182,14 +185,14 @@ class LocalBackend:
         ]
         return local.submit(folder, jobs, tasks, cache_dir() / "local-slots", self.width, self.gpus)
 
-    def task_id(self, job_id: str, index: int) -> str:
+    def task_id(self, job_id: str, index: int, size: int) -> str:
         return f"{job_id}:{index}"
 
     def settle(self, subs: Sequence[SubmissionInfo]) -> dict[str, str | None]:
         return {s.token: local.settle(Path(s.folder)) for s in subs}
 
-    def start(self, subs: Sequence[SubmissionInfo]) -> None:
-        return None  # a local runner starts at once; its claim file settles races
+    def start(self, subs: Sequence[SubmissionInfo]) -> list[str]:
+        return []  # a local runner starts at once; its claim file settles races
 
     def discard(self, job_ids: Sequence[str]) -> None:
         return None  # a voided batch's runner finds the claim taken and exits

@@ -115,14 +115,19 @@ def recover(plan: Plan, engine: Engine) -> tuple[int, int]:
                 set_submission(engine, s.token, "void", reason="never submitted: its launcher stopped first")
                 voided += 1
             else:
-                set_submission(engine, s.token, "submitted", job, _task_ids(backend, job))
+                set_submission(engine, s.token, "submitted", job, _task_ids(backend, job, s.size))
                 adopted += 1
     to_start = submissions(engine, family, ["submitted"])
     to_start = [s for s in to_start if owner_gone(s.owner, (now - s.created_at).total_seconds())]
     for launcher, subs in _by_launcher(to_start).items():
-        backend_for(plan, launcher).start(subs)
+        broken = backend_for(plan, launcher).start(subs)
         for s in subs:
-            set_submission(engine, s.token, "released")
+            if s.token in broken:  # its launcher died before submitit put its pickles in place
+                set_submission(
+                    engine, s.token, "void", reason="cancelled: its launcher stopped mid-submission"
+                )
+            else:
+                set_submission(engine, s.token, "released")
     return adopted, voided
 
 
@@ -133,8 +138,8 @@ def _by_launcher(subs: Sequence[SubmissionInfo]) -> dict[str, list[SubmissionInf
     return out
 
 
-def _task_ids(backend: Backend, job_id: str) -> Callable[[int], str]:
-    return lambda index: backend.task_id(job_id, index)
+def _task_ids(backend: Backend, job_id: str, size: int) -> Callable[[int], str]:
+    return lambda index: backend.task_id(job_id, index, size)
 
 
 # ---------------------------------------------------------------- the points followed
@@ -279,8 +284,15 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
     if options.dry_run:
         return LaunchReport(tuple((b.token, "", len(b.point_ids)) for b in points), skipped, adopted, voided)
     jobs: dict[str, str] = {}
-    for b in batches:
-        jobs[b.token] = _submit(plan, engine, backend, b, jobs)
+    for i, b in enumerate(batches):
+        try:
+            jobs[b.token] = _submit(plan, engine, backend, b, jobs)
+        except ClipscaleError:
+            for rest in batches[i + 1 :]:  # an evaluation whose training was refused, and later ones
+                set_submission(
+                    engine, rest.token, "void", reason="not submitted: an earlier array was refused"
+                )
+            raise
     return LaunchReport(tuple((b.token, jobs[b.token], len(b.point_ids)) for b in points), skipped, adopted,
                         voided)  # fmt: skip
 
@@ -291,17 +303,18 @@ def _submit(plan: Plan, engine: Engine, backend: Backend, b: NewSubmission, jobs
 
     by_id = {p.point.id: p for p in plan.points}
     specs = [run_spec(plan, by_id[i]) for i in b.point_ids]
-    after = _dependencies(plan, engine, b, jobs)
+    after = _dependencies(plan, engine, backend, b, jobs)
     try:
         job_id = backend.submit(b.token, Path(b.folder), [PointJob(s, b.stage) for s in specs], b.resources,
                                 after)  # fmt: skip
     except ClipscaleError as e:
         set_submission(engine, b.token, "void", reason=str(e))
         raise
-    set_submission(engine, b.token, "submitted", job_id, _task_ids(backend, job_id))
+    set_submission(engine, b.token, "submitted", job_id, _task_ids(backend, job_id, len(b.point_ids)))
     info = SubmissionInfo(b.token, plan.sweep.name, backend.name, "submitted", job_id, len(b.point_ids),
                           b.folder, dict(b.resources), "", _now(), b.stage, b.after)  # fmt: skip
-    backend.start([info])
+    if backend.start([info]):
+        raise AssertionError(f"submitit left the pickles of {job_id} out of place")
     set_submission(engine, b.token, "released")
     return job_id
 
@@ -312,14 +325,18 @@ def run_spec(plan: Plan, p: PlannedPoint) -> RunSpec:
                    p.macs.total, s.gpu.peak_tflops)  # fmt: skip
 
 
-def _dependencies(plan: Plan, engine: Engine, b: NewSubmission, jobs: dict[str, str]) -> list[list[Dep]]:
+def _dependencies(
+    plan: Plan, engine: Engine, backend: Backend, b: NewSubmission, jobs: dict[str, str]
+) -> list[list[Dep]]:
     """What each task of a batch waits for: an evaluation for task i of its training batch;
     a second stage for its first stage's active evaluation (none once that succeeded)."""
     if b.after is not None:
         train = next(s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])
                      if s.token == b.after)  # fmt: skip
         assert train.job_id is not None
-        return [[Dep(train.folder, jobs.get(b.after, train.job_id), i)] for i in range(len(b.point_ids))]
+        job = jobs.get(b.after, train.job_id)
+        size = len(b.point_ids)
+        return [[Dep(train.folder, job, i, backend.task_id(job, i, size))] for i in range(size)]
     if b.stage != TRAIN:
         return [[] for _ in b.point_ids]
     by_id = {p.point.id: p.point for p in plan.points}
@@ -329,8 +346,8 @@ def _dependencies(plan: Plan, engine: Engine, b: NewSubmission, jobs: dict[str, 
     for pid in b.point_ids:
         parent = by_id[pid].parent
         live = [a for a in history.get(parent or "", []) if a.state in ACTIVE and a.submission in subs]
-        out.append([Dep(subs[a.submission].folder, subs[a.submission].job_id or "", a.array_index or 0)
-                    for a in live[-1:] if a.submission])  # fmt: skip
+        out.append([Dep(subs[a.submission].folder, subs[a.submission].job_id or "", a.array_index or 0,
+                        a.job_id or "") for a in live[-1:] if a.submission])  # fmt: skip
     return out
 
 

@@ -1,11 +1,12 @@
 """The Slurm side of dispatch: submitit job arrays, submitted held, found again by name.
 
-Every array is submitted with ``--hold`` under a job name that is its submission token,
-and its pickles are staged under names we choose (``staged/{index}.pkl``). Until the
-launcher has recorded the job id and put each pickle where submitit's task looks for it,
-nothing can start; a launcher killed in between leaves a held array that the next launch
-finds by name (one ``squeue``), adopts, completes and releases. Status is one ``sacct``
-call for all jobs of a sweep, and cancelling one ``scancel``.
+Every batch is submitted through submitit's public ``executor.batch()`` (one array; a
+batch of one is a plain job) with ``--hold``, under a job name that is its submission
+token. Until the launcher has recorded the job id and released it, nothing can start: a
+launcher killed in between leaves a held job that the next launch finds by name (one
+``squeue``) and adopts and releases if submitit had put every task's pickle in place, or
+cancels if not (the points are submitted again). Status is one ``sacct`` call for all
+jobs of a sweep, and cancelling one ``scancel``.
 """
 
 from __future__ import annotations
@@ -197,43 +198,41 @@ def executor_parameters(
     return params
 
 
-def staged(folder: Path, index: int) -> Path:
-    return folder / "staged" / f"{index}.pkl"
-
-
 def submit_held(folder: Path, jobs: Sequence[Any], params: Mapping[str, Any], max_requeues: int) -> str:
-    """Stage one pickle per task, submit them as one held array; the array's job id."""
+    """Submit the jobs held, as one array (a plain job if there is one); its job id."""
     import submitit
-    from submitit.core.utils import DelayedSubmission
-    from submitit.slurm.slurm import SlurmExecutor
 
-    executor = SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
     executor.update_parameters(**params)
-    for i, job in enumerate(jobs):
-        delayed = DelayedSubmission(job)
-        delayed.set_timeout(int(params["time"]), max_requeues)
-        path = staged(folder, i)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        delayed.dump(path)
-    executor.parameters["map_count"] = len(jobs)
     try:
         # submitit also prints sbatch's complaint; it is in the error we raise, once.
-        with contextlib.redirect_stderr(io.StringIO()):
-            first = executor._submit_command(executor._submitit_command_str)
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+            submitted = [executor.submit(job) for job in jobs]
     except (submitit.core.utils.FailedJobError, OSError, subprocess.SubprocessError) as e:
         raise ClipscaleError(f"sbatch refused the array: {first_line(str(e).strip())}") from None
-    return str(first.job_id)
+    return str(submitted[0].job_id).split("_")[0]
 
 
-def place_pickles(folder: Path, job_id: str, size: int) -> None:
-    """Move staged pickles to where each task of array ``job_id`` reads its job."""
+def task_id(job_id: str, index: int, size: int) -> str:
+    """Task ``index`` of a submission: ``123_4`` in an array, ``123`` for a single job."""
+    return job_id if size == 1 else f"{job_id}_{index}"
+
+
+def complete(folder: Path, job_id: str, size: int) -> bool:
+    """Whether every task's pickle is where submitit's task reads it (it moves them there
+    right after sbatch: a launcher killed in between leaves them out)."""
     from submitit.core.utils import JobPaths
 
-    for i in range(size):
-        source = staged(folder, i)
-        target = JobPaths(folder, job_id=f"{job_id}_{i}").submitted_pickle
-        if source.exists() and not target.exists():
-            os.replace(source, target)
+    return all(
+        JobPaths(folder, job_id=task_id(job_id, i, size)).submitted_pickle.exists() for i in range(size)
+    )
+
+
+def log_path(folder: Path, job_id: str, index: int, size: int) -> Path:
+    """Where the first task (rank 0) of a submission's task ``index`` writes its stderr."""
+    from submitit.core.utils import JobPaths
+
+    return JobPaths(folder, job_id=task_id(job_id, index, size), task_id=0).stderr
 
 
 def find_by_name(names: Sequence[str]) -> dict[str, str]:
