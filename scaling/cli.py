@@ -245,6 +245,8 @@ def launch_(
     verb = "would submit" if dry_run else "submitted"
     click.echo(f"sweep {planned.sweep.name}: {verb} {report.submitted} points in {len(report.batches)} "
                f"{'job arrays' if kind == 'slurm' else 'local batches'}")  # fmt: skip
+    if report.limits:
+        click.echo(f"  {report.limits}")
     for token, job, size in report.batches:
         click.echo(f"  {token}: {size} points" + (f", job {job}" if job else ""))
     for why, count in sorted(report.skipped.items()):

@@ -426,3 +426,53 @@ def test_a_failed_first_stage_fails_its_second_stage_and_the_other_chain_finishe
 def conn_tokens(db: str) -> list[str]:
     with connect(db).connect() as conn:
         return list(conn.execute(sa.select(Submission.token)).scalars())
+
+
+@pytest.fixture()
+def submit_limit(drained: None) -> Iterator[int]:
+    """QOS normal lets root have 4 jobs queued (restored afterwards)."""
+    qos = ["sacctmgr", "-i", "modify", "qos", "normal", "set"]
+    subprocess.run([*qos, "MaxSubmitJobsPerUser=4"], check=True, capture_output=True)
+    try:
+        yield 4
+    finally:
+        subprocess.run([*qos, "MaxSubmitJobsPerUser=-1"], check=True, capture_output=True)
+        subprocess.run(["scancel", "--user", "root"], check=False)
+
+
+def test_a_launch_submits_only_what_the_clusters_submit_limit_allows(
+    submit_limit: int, world: Path, tmp_path: Path
+) -> None:
+    path = sweep_file(tmp_path, world, "limits")
+    env = env_for(tmp_path)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    queued = (
+        len(
+            subprocess.run(["squeue", "-h", "-r", "-u", "root"], capture_output=True, text=True).stdout.split(
+                "\n"
+            )
+        )
+        - 1
+    )
+    out = cli("launch", f"sweep={path}", "--db", db, env=env)
+    assert out.returncode == 0, out.stderr
+    assert (
+        f"cluster limits: MaxArraySize 1001; {submit_limit} jobs per user (QOS normal), {queued} queued"
+        in out.stdout
+    )
+    # Three points, each a training and an evaluation job: two fit under 4, the third waits.
+    points = (submit_limit - queued) // 2
+    assert f"submitted {points} points" in out.stdout, out.stdout
+    assert f"not submitted: {3 - points} waiting: over the cluster's submit limit" in out.stdout, out.stdout
+
+
+def test_arrays_are_cut_to_the_clusters_max_array_size() -> None:
+    from scaling.dispatch import slurm
+    from scaling.dispatch.backends import SlurmBackend
+
+    p = plan("toy", ["cluster=slurm"])
+    backend = SlurmBackend(p)
+    assert [len(ids) for _, ids in backend.batches(p.points)] == [12]
+    backend._limits = slurm.Limits(max_array_size=5, max_submit=None, queued=0, source="")
+    assert [len(ids) for _, ids in backend.batches(p.points)] == [5, 5, 2]
+    assert backend.limits() == "cluster limits: MaxArraySize 5; no submit limit"

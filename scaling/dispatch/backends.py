@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +36,8 @@ class Backend(Protocol):
     name: str
 
     def validate(self, points: Sequence[PlannedPoint]) -> None: ...
+    def allowance(self) -> int | None: ...  # jobs that may still be submitted (None: no limit)
+    def limits(self) -> str | None: ...  # what was found of the cluster's limits, to say
     def batches(self, points: Sequence[PlannedPoint]) -> Batches: ...
     def eval_batches(self, point_ids: Sequence[str]) -> Batches: ...
     def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
@@ -54,11 +56,15 @@ class SlurmBackend:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
+        self._limits: slurm.Limits | None = None
 
     @property
     def settings(self) -> SlurmSettings:
         # Only submitting needs them: following or cancelling jobs works under any cluster=.
-        return slurm_settings(self.plan.sweep.cluster)
+        s = slurm_settings(self.plan.sweep.cluster)
+        found = self._limits.max_array_size if self._limits else None
+        # Arrays are cut to the cluster's own MaxArraySize where it is lower than the config's.
+        return replace(s, max_array_size=min(s.max_array_size, found)) if found else s
 
     def validate(self, points: Sequence[PlannedPoint]) -> None:
         classes = {resources(p, self.settings) for p in points}
@@ -66,6 +72,13 @@ class SlurmBackend:
             _check_epoch_length(p, resources(p, self.settings), self.settings)
         if classes:
             slurm.check_resources(sorted(classes, key=repr), slurm.partitions())
+            self._limits = slurm.limits(self.settings.qos)
+
+    def allowance(self) -> int | None:
+        return self._limits.allowance if self._limits else None
+
+    def limits(self) -> str | None:
+        return self._limits.describe() if self._limits else None
 
     def batches(self, points: Sequence[PlannedPoint]) -> Batches:
         return [(asdict(a.resources), a.point_ids) for a in job_arrays(points, self.settings)]
@@ -156,6 +169,12 @@ class LocalBackend:
     @property
     def width(self) -> int:
         return local.parallelism(dict(self.plan.sweep.cluster.options))
+
+    def allowance(self) -> int | None:
+        return None
+
+    def limits(self) -> str | None:
+        return None
 
     def validate(self, points: Sequence[PlannedPoint]) -> None:
         devices = self.gpus

@@ -65,6 +65,7 @@ class LaunchReport:
     skipped: dict[str, int] = field(default_factory=dict)  # why -> points
     recovered: int = 0
     voided: int = 0
+    limits: str | None = None  # what was found of the cluster's limits
 
     @property
     def submitted(self) -> int:
@@ -211,9 +212,11 @@ def _decide(p: PlannedPoint, states: dict[str, state.PointState], taken: set[str
 
 
 def _choose(
-    plan: Plan, conn: Connection, options: LaunchOptions
+    plan: Plan, conn: Connection, options: LaunchOptions, allowance: int | None = None
 ) -> tuple[list[tuple[PlannedPoint, str]], dict[str, int]]:
-    """The points to submit now, each with the stage to submit (train or eval)."""
+    """The points to submit now, each with the stage to submit (train or eval), as many as
+    the cluster's submit limit allows (``allowance`` jobs: a training and its evaluation
+    are two)."""
     history = attempts_of(conn, plan.sweep.name)
     root = Path(plan.sweep.runs_root)
     states = point_states({p.point.id: _planned(root, p) for p in plan.points}, history)
@@ -223,6 +226,12 @@ def _choose(
     # First stages come first in a plan, so a second stage sees its parent chosen.
     for p in sorted(plan.points, key=lambda q: q.point.parent is not None):
         why = _decide(p, states, taken, options)
+        jobs = 2 if states[p.point.id].next_stage == TRAIN else 1
+        if why is None and allowance is not None:
+            if jobs > allowance:
+                why = "waiting: over the cluster's submit limit (launch again as jobs finish)"
+            else:
+                allowance -= jobs
         if why is None:
             chosen.append((p, states[p.point.id].next_stage))
             taken.add(p.point.id)
@@ -273,7 +282,7 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
         _repair_evaluations(plan, engine, backend)
 
     def reserve(conn: Connection) -> tuple[list[NewSubmission], dict[str, int]]:
-        chosen, skipped = _choose(plan, conn, options)
+        chosen, skipped = _choose(plan, conn, options, backend.allowance())
         batches = _batches(plan, backend, chosen)
         if not options.dry_run:
             add_submissions(conn, plan.sweep.name, batches, owner())
@@ -282,7 +291,8 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
     batches, skipped = locked(engine, plan.sweep.name, reserve)
     points = [b for b in batches if b.stage == TRAIN or b.after is None]  # each point counted once
     if options.dry_run:
-        return LaunchReport(tuple((b.token, "", len(b.point_ids)) for b in points), skipped, adopted, voided)
+        report = [(b.token, "", len(b.point_ids)) for b in points]
+        return LaunchReport(tuple(report), skipped, adopted, voided, backend.limits())
     jobs: dict[str, str] = {}
     for i, b in enumerate(batches):
         try:
@@ -293,8 +303,8 @@ def launch(plan: Plan, engine: Engine, options: LaunchOptions = LaunchOptions())
                     engine, rest.token, "void", reason="not submitted: an earlier array was refused"
                 )
             raise
-    return LaunchReport(tuple((b.token, jobs[b.token], len(b.point_ids)) for b in points), skipped, adopted,
-                        voided)  # fmt: skip
+    report = [(b.token, jobs[b.token], len(b.point_ids)) for b in points]
+    return LaunchReport(tuple(report), skipped, adopted, voided, backend.limits())
 
 
 def _submit(plan: Plan, engine: Engine, backend: Backend, b: NewSubmission, jobs: dict[str, str]) -> str:

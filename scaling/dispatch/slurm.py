@@ -12,6 +12,7 @@ jobs of a sweep, and cancelling one ``scancel``.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
 import os
 import re
@@ -163,6 +164,56 @@ def check_resources(classes: Sequence[Resources], parts: Mapping[str, Partition]
                 f"a job asks for {r.gpus_per_node} GPUs per node but the nodes of {where} have {part.gpus} "
                 "(cluster.gpus_per_node; 0 for CPU-only nodes)"
             )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the cluster lets this user submit, read from it before a launch."""
+
+    max_array_size: int | None  # MaxArraySize: tasks one array may hold
+    max_submit: int | None  # jobs (each array task counts) the user may have queued at once
+    queued: int  # the user's jobs queued or running now
+    source: str  # where max_submit comes from
+
+    @property
+    def allowance(self) -> int | None:
+        return None if self.max_submit is None else max(0, self.max_submit - self.queued)
+
+    def describe(self) -> str:
+        size = f"MaxArraySize {self.max_array_size}" if self.max_array_size else "no MaxArraySize"
+        submit = "no submit limit"
+        if self.max_submit is not None:
+            submit = f"{self.max_submit} jobs per user ({self.source}), {self.queued} queued"
+        return f"cluster limits: {size}; {submit}"
+
+
+def limits(qos: str | None) -> Limits:
+    """MaxArraySize from the cluster's config, and the submit limit of this user's
+    association or QOS (the lower), with what the user has queued now."""
+    config = run(["scontrol", "show", "config"], "read the cluster's configuration")
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", config, re.MULTILINE)
+    user = getpass.getuser()
+    found: list[tuple[int, str]] = []
+    try:
+        show = ["sacctmgr", "-n", "-P", "show"]
+        assoc = run([*show, "assoc", "where", f"user={user}", "format=MaxSubmitJobs,QOS"], "read your limits")
+        qos_rows = run([*show, "qos", "format=Name,MaxSubmitJobsPerUser"], "read the QOS limits")
+    except ClipscaleError:
+        assoc = qos_rows = ""  # without accounting there are no limits to read (nor to enforce)
+    names = {qos} if qos else set()
+    for line in assoc.splitlines():
+        limit, _, allowed = line.partition("|")
+        if limit.strip().isdigit():
+            found.append((int(limit), f"association of {user}"))
+        if not qos:
+            names.update(n for n in allowed.split(",")[:1] if n)
+    for line in qos_rows.splitlines():
+        name, _, limit = line.partition("|")
+        if name in (names or {"normal"}) and limit.strip().isdigit():
+            found.append((int(limit), f"QOS {name}"))
+    queued = len(run(["squeue", "-h", "-r", "-u", user, "-o", "%i"], "count your queued jobs").split())
+    low = min(found) if found else (None, "")
+    return Limits(int(m.group(1)) if m else None, low[0], queued, low[1])
 
 
 # ---------------------------------------------------------------- submitting
