@@ -100,9 +100,16 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class GpuSpec:
+    """The device a plan costs for: a GPU (bf16 peak) or, for CPU grids, one CPU core."""
+
     name: str
     peak_tflops: float
     mfu: float
+    kind: str = "gpu"  # or "cpu"
+
+    @property
+    def hours(self) -> str:
+        return "CPU-h" if self.kind == "cpu" else "GPU-h"
 
 
 @dataclass(frozen=True)
@@ -448,10 +455,11 @@ def _default_train(raw: Any, where: str) -> TrainSettings:
 def _gpu(raw: Any, where: str) -> GpuSpec:
     if not isinstance(raw, dict):
         raise ClipscaleError(f"{where}: selects no gpu (add '- gpu: a100' to its defaults)")
-    _check_keys(raw, {"name", "peak_tflops", "mfu"}, f"{where}: gpu")
+    _check_keys(raw, {"name", "peak_tflops", "mfu", "kind"}, f"{where}: gpu")
     peak = _float("gpu.peak_tflops", raw.get("peak_tflops"), where, 0.0, math.inf, False)
     mfu = _float("gpu.mfu", raw.get("mfu"), where, 0.0, 1.0 + 1e-12, False)
-    return GpuSpec(str(raw.get("name", "")), peak, mfu)
+    kind = _choice("gpu.kind", raw.get("kind", "gpu"), where, ("gpu", "cpu"))
+    return GpuSpec(str(raw.get("name", "")), peak, mfu, kind)
 
 
 def _cluster(raw: Any, overrides: Any, where: str) -> ClusterSpec:

@@ -30,10 +30,11 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     staged = any(p.point.stage > 1 for p in plan.points)
     table = Table(
         title=f"sweep {spec.name}: {len(plan.points)} points",
-        caption=f"GPU-hours on {spec.gpu.name} at {spec.gpu.mfu:.0%} of {spec.gpu.peak_tflops:g} TFLOP/s",
+        caption=f"{spec.gpu.hours} on {spec.gpu.name} at {spec.gpu.mfu:.0%} of {spec.gpu.peak_tflops:g} "
+        "TFLOP/s",
     )
     columns = ["id", "model", "data", *(["stage"] if staged else []), "samples seen", "epochs",
-               "global batch", "lr", "warmup", "GMACs/sample", "compute (GMACs)", "GPU-hours"]  # fmt: skip
+               "global batch", "lr", "warmup", "GMACs/sample", "compute (GMACs)", spec.gpu.hours]  # fmt: skip
     for name in columns:
         left = name in ("id", "model", "data")
         table.add_column(name, justify="left" if left else "right", no_wrap=left)
@@ -141,7 +142,7 @@ _ORDER = ("succeeded", "diverged", "evaluating", "trained", "running", "pending"
 
 
 def sweep_status_line(name: str, summary: Any) -> str:
-    """One line: a bar of finished points, the counts by state, GPU-hours spent vs planned."""
+    """One line: a bar of finished points, the counts by state, hours spent vs planned."""
     done = summary.counts.get("succeeded", 0) + summary.counts.get("diverged", 0)
     width = 30
     filled = round(width * done / summary.total) if summary.total else width
@@ -149,7 +150,12 @@ def sweep_status_line(name: str, summary: Any) -> str:
     counts = ", ".join(
         f"{summary.counts[s]} {s}" for s in sorted(summary.counts, key=lambda s: (*_ORDER, s).index(s))
     )
-    hours = f"{_hours(summary.gpu_hours_spent)} of {_hours(summary.gpu_hours_planned)} GPU-h planned"
+    planned, unit = _hours(summary.hours_planned), summary.planned_unit
+    if set(summary.spent) <= {unit}:
+        hours = f"{_hours(summary.spent.get(unit, 0.0))} of {planned} {unit} planned"
+    else:  # jobs that ran on CPUs against a plan costed on GPUs (or the other way): not comparable
+        spent = ", ".join(f"{_hours(h)} {u}" for u, h in sorted(summary.spent.items()))
+        hours = f"{spent} spent; {planned} {unit} planned"
     return f"sweep {name} [{bar}] {done}/{summary.total} done: {counts}; {hours}"
 
 

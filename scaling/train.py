@@ -304,7 +304,7 @@ def _finish_training(
     elif error is None and log.samples_seen != point.samples_seen:
         error = f"the trainer saw {log.samples_seen:,} samples; the plan says {point.samples_seen:,}"
     train_time = log.train_time_s or None
-    speed = round(log.samples_seen / train_time, 3) if train_time else None
+    speed = log.steady_samples_per_s or (round(log.samples_seen / train_time, 3) if train_time else None)
     if error is None and final is not None:
         trained = Trained(
             id=point.id, samples_seen=log.samples_seen, epochs=point.train.epochs or 0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,6 +17,7 @@ _LINE = re.compile(
     r"^(?P<time>\d{4}-\d{2}-\d{2},\d{2}:\d{2}:\d{2}) \| INFO \| Train Epoch: (?P<epoch>\d+) "
     r"\[\s*(?P<n>\d+)/(?P<total>\d+) .*? Loss: (?P<loss>\S+) \((?P<avg>\S+)\)\s*$"
 )
+_RATE = re.compile(r"Batch \(t\): [\d.]+, (?P<rate>[\d.]+)/s,")  # all ranks' samples/s over the last steps
 PROGRESS = re.compile(r"Train Epoch: (?P<epoch>\d+) \[\s*(?P<n>\d+)/(?P<total>\d+)")
 LOSS = re.compile(r"Train Epoch: (?P<epoch>\d+) .* Loss: (?P<loss>\S+) \((?P<avg>\S+)\)\s*$")
 
@@ -26,6 +28,7 @@ class TrainLog:
     epoch_loss: dict[int, float] = field(default_factory=dict)  # epoch -> running mean loss
     losses: list[float] = field(default_factory=list)
     spans: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
+    rates: list[float] = field(default_factory=list)  # samples/s the trainer logged, past each epoch's start
 
     @property
     def samples_seen(self) -> int:
@@ -34,6 +37,12 @@ class TrainLog:
     @property
     def diverged(self) -> bool:
         return any(not math.isfinite(x) for x in self.losses)
+
+    @property
+    def steady_samples_per_s(self) -> float | None:
+        """The median of the trainer's own throughput figures past each epoch's first line
+        (start-up, compilation): what the run sustains, for its model-FLOPs utilisation."""
+        return round(statistics.median(self.rates), 3) if self.rates else None
 
     @property
     def train_time_s(self) -> float:
@@ -63,6 +72,8 @@ def parse(text: str) -> TrainLog:
         log.losses.append(loss)
         log.samples[epoch] = n
         log.epoch_loss[epoch] = avg
+        if epoch in log.spans and (rate := _RATE.search(line)):
+            log.rates.append(float(rate["rate"]))
         start = log.spans.get(epoch, (when, when))[0]
         log.spans[epoch] = (min(start, when), when)
     return log

@@ -63,7 +63,7 @@ def test_user_sweep_file_and_config_dir(tmp_path: Path, write_sweep: Callable[[s
     [
         (["model=ViT-Z-99"], r"unknown model 'ViT-Z-99' \(valid: .*ViT-B-32.*built-in models\)"),
         (["data=LAION-5B"], r"unknown data 'LAION-5B' \(valid: LAION-2B, LAION-400M, LAION-80M"),
-        (["gpu=b200"], r"unknown gpu 'b200' \(valid: a100, h100, h200\)"),
+        (["gpu=b200"], r"unknown gpu 'b200' \(valid: a100, cpu, h100, h200\)"),
         (["cluster=k8s"], r"unknown cluster 'k8s' \(valid: local, slurm\)"),
         (["samples_seen=-5"], r"samples_seen must be positive, got -5"),
         (["samples_seen=0"], r"samples_seen must be positive, got 0"),

@@ -314,8 +314,9 @@ def test_per_task_dependencies_in_slurms_forms() -> None:
 
     assert _dependency([[], []]) is None
     # An evaluation array after its training array: task i after task i.
-    assert _dependency([[Dep("f", "41", 0)], [Dep("f", "41", 1)]]) == "aftercorr:41"
-    # A second stage (one job) after its first stage's evaluation task.
-    assert _dependency([[Dep("f", "42", 3)]]) == "afterok:42_3"
+    assert _dependency([[Dep("f", "41", 0, "41_0")], [Dep("f", "41", 1, "41_1")]]) == "aftercorr:41"
+    # A second stage (one job) after its first stage's evaluation task, or after a single job.
+    assert _dependency([[Dep("f", "42", 3, "42_3")]]) == "afterok:42_3"
+    assert _dependency([[Dep("f", "43", 0, "43")]]) == "afterok:43"
     with pytest.raises(ValueError):
-        _dependency([[Dep("f", "41", 1)], [Dep("f", "41", 0)]])
+        _dependency([[Dep("f", "41", 1, "41_1")], [Dep("f", "41", 0, "41_0")]])

@@ -190,11 +190,14 @@ class LocalBackend:
     def gpus(self) -> list[int]:
         return local.gpus(dict(self.plan.sweep.cluster.options))
 
+    def _resources(self) -> dict[str, Any]:
+        return {"parallelism": self.width, "gpus": len(self.gpus), "cpus": os.cpu_count() or 1}
+
     def batches(self, points: Sequence[PlannedPoint]) -> Batches:
-        return [({"parallelism": self.width}, tuple(p.point.id for p in points))] if points else []
+        return [(self._resources(), tuple(p.point.id for p in points))] if points else []
 
     def eval_batches(self, point_ids: Sequence[str]) -> Batches:
-        return [({"parallelism": self.width, "ranks": 1}, tuple(point_ids))] if point_ids else []
+        return [({**self._resources(), "ranks": 1}, tuple(point_ids))] if point_ids else []
 
     def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
                after: Sequence[Sequence[Dep]]) -> str:  # fmt: skip

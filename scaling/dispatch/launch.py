@@ -390,8 +390,9 @@ def _record(conn: Connection, family: str, batch: NewSubmission) -> None:
 class Summary:
     counts: dict[str, int]  # point status -> points
     total: int
-    gpu_hours_planned: float
-    gpu_hours_spent: float
+    hours_planned: float
+    planned_unit: str  # "GPU-h", or "CPU-h" for a plan costed on CPU cores
+    spent: dict[str, float]  # unit -> hours of the allocations: GPUs, or the CPUs of CPU-only jobs
     ingested: int
     active: int
     failures: tuple[tuple[str, str], ...]  # (point id, reason) of failed points
@@ -534,9 +535,10 @@ def summarize(
     overrides), and the allocation spent against the plan."""
     points = points if points is not None else followed(plan, engine)
     history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
+    subs = {s.token: s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])}
     states = point_states(points, history)
     counts: dict[str, int] = {}
-    spent = 0.0
+    spent: dict[str, float] = {}
     failures = []
     now = _now()
     for pid, f in points.items():
@@ -547,11 +549,30 @@ def summarize(
             failures.append((pid, st.reason or st.status))
         for a in history.get(pid, []):
             if a.started_at is not None:
-                seconds = ((a.ended_at or now) - a.started_at).total_seconds()
-                spent += max(0.0, seconds) / 3600 * (f.ranks if a.stage == TRAIN else 1)
+                seconds = max(0.0, ((a.ended_at or now) - a.started_at).total_seconds())
+                amount, unit = _allocation(
+                    subs.get(a.submission or ""), a.stage, f.ranks, plan.sweep.gpu.hours
+                )
+                spent[unit] = spent.get(unit, 0.0) + seconds / 3600 * amount
     active = sum(1 for st in states.values() if st.active)
     planned = sum(f.gpu_hours for f in points.values())
-    return Summary(counts, len(points), planned, spent, ingested, active, tuple(failures))
+    return Summary(
+        counts, len(points), planned, plan.sweep.gpu.hours, spent, ingested, active, tuple(failures)
+    )
+
+
+def _allocation(sub: SubmissionInfo | None, stage: str, ranks: int, default: str) -> tuple[float, str]:
+    """What one attempt held while it ran: its GPUs, or the CPUs of a CPU-only job."""
+    r = sub.resources if sub is not None else {}
+    if sub is None:  # run by hand: its allocation is not known; its ranks, in the plan's unit
+        return float(ranks), default
+    if sub.launcher == "local":
+        if r.get("gpus"):
+            return float(ranks if stage == TRAIN else 1), "GPU-h"
+        return float(max(1, int(r.get("cpus", 1)) // int(r.get("parallelism", 1)))), "CPU-h"
+    if r.get("gpus_per_node"):
+        return float(r["nodes"] * r["gpus_per_node"]), "GPU-h"
+    return float(r["nodes"] * r["tasks_per_node"] * r["cpus_per_task"]), "CPU-h"
 
 
 # ---------------------------------------------------------------- cancelling
