@@ -25,7 +25,7 @@ from scaling.errors import ClipscaleError
 from scaling.files import write_atomic
 
 CACHE_ENV = "CLIPSCALE_CACHE_DIR"
-COUNTER_VERSION = 1  # bump when the counting method changes, to invalidate caches
+COUNTER_VERSION = 2  # bump when the counting method changes, to invalidate caches (2: parameters)
 TRAIN_FLOPS_PER_MAC = 6  # 2 FLOPs per MAC, and forward + backward = 3 x forward
 
 
@@ -122,10 +122,11 @@ def _epochs_near(target: int, desired: int, quantum: int, tolerance: float = 0.0
 
 @dataclass(frozen=True)
 class Macs:
-    """Forward multiply-accumulates per sample, in GMACs."""
+    """Forward multiply-accumulates per sample, in GMACs, and the model's parameters."""
 
     image: float
     text: float
+    params: float = 0.0
 
     @property
     def total(self) -> float:
@@ -182,12 +183,12 @@ class MacsCache:
         if not isinstance(entry, dict):
             return None
         try:
-            return Macs(float(entry["image"]), float(entry["text"]))
+            return Macs(float(entry["image"]), float(entry["text"]), float(entry["params"]))
         except (KeyError, TypeError, ValueError):
             return None
 
     def put(self, key: str, macs: Macs) -> None:
-        self.entries[key] = {"image": macs.image, "text": macs.text}
+        self.entries[key] = {"image": macs.image, "text": macs.text, "params": macs.params}
 
     def save(self) -> None:
         # An unwritable cache only costs a recount next time.
@@ -217,8 +218,8 @@ def macs_for(archs: Iterable[Arch], cache: MacsCache | None = None) -> dict[str,
         from scaling.profile import count_macs  # torch is needed only here
 
         for key, (model, image_size, context_length, patch_dropout) in missing.items():
-            image, text = count_macs(model, image_size, context_length, patch_dropout)
-            result[key] = Macs(image / 1e9, text / 1e9)
+            image, text, params = count_macs(model, image_size, context_length, patch_dropout)
+            result[key] = Macs(image / 1e9, text / 1e9, params)
             cache.put(key, result[key])
         cache.save()
     return result

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scaling.checkpoints import checkpoint_gb, disk_gb
 from scaling.compute import Macs, MacsCache, gpu_hours, macs_for, macs_key, plan_samples
 from scaling.config import SweepSpec, load_sweep
 from scaling.errors import ClipscaleError
@@ -19,6 +20,7 @@ class PlannedPoint:
     stage_compute_gmacs: float  # this stage alone
     compute_gmacs: float  # the final model's: a fine-tuning stage adds its parent's
     gpu_hours: float  # this stage alone
+    disk_gb: float = 0.0  # the most its checkpoints take at once (checkpoints.disk_gb)
 
     def record(self) -> dict[str, Any]:
         """A flat, JSON-ready description of the point (the ``--format json|csv`` row)."""
@@ -53,6 +55,9 @@ class PlannedPoint:
             "stage_compute_gmacs": self.stage_compute_gmacs,
             "compute_gmacs": self.compute_gmacs,
             "gpu_hours": self.gpu_hours,
+            "params": self.macs.params,
+            "checkpoint_gb": checkpoint_gb(self.macs.params),
+            "disk_gb": self.disk_gb,
             "shards": p.shards,
         }
 
@@ -65,6 +70,10 @@ class Plan:
     @property
     def total_gpu_hours(self) -> float:
         return sum(p.gpu_hours for p in self.points)
+
+    @property
+    def total_disk_gb(self) -> float:
+        return sum(p.disk_gb for p in self.points)
 
     @property
     def total_compute_gmacs(self) -> float:
@@ -99,7 +108,9 @@ def plan_spec(spec: SweepSpec, cache: MacsCache | None = None) -> Plan:
         m = macs[macs_key(*arch)]
         stage = m.total * point.samples_seen
         total = stage + (by_id[point.parent].compute_gmacs if point.parent else 0.0)
-        planned.append(PlannedPoint(point, m, stage, total, gpu_hours(m.total, point.samples_seen, spec.gpu)))
+        hours = gpu_hours(m.total, point.samples_seen, spec.gpu)
+        disk = disk_gb(m.params, spec.checkpoints, point.train.epochs or 1)
+        planned.append(PlannedPoint(point, m, stage, total, hours, disk))
         by_id[point.id] = planned[-1]
     return Plan(spec, tuple(planned))
 

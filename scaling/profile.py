@@ -1,4 +1,5 @@
-"""Count forward MACs per sample of an open_clip model on the meta device (imports torch).
+"""Count forward MACs per sample (and parameters) of an open_clip model on the meta device
+(imports torch).
 
 The model is built on torch's meta device, so no weights are allocated and even bigG
 counts in about a second. torch's FlopCounterMode counts 2 FLOPs per multiply-accumulate
@@ -22,8 +23,9 @@ def count_macs(
     image_size: int | None = None,
     context_length: int | None = None,
     patch_dropout: float | None = None,
-) -> tuple[float, float]:
-    """(image, text) forward MACs for one sample, honouring CLIPA's token reductions."""
+) -> tuple[float, float, float]:
+    """(image, text) forward MACs for one sample, honouring CLIPA's token reductions, and
+    the model's parameters (what a checkpoint holds)."""
     try:
         import open_clip
         import torch
@@ -57,8 +59,9 @@ def count_macs(
     # Training mode: patch dropout removes tokens only while training, and training is
     # what the compute axis measures.
     net.train()
+    params = float(sum(p.numel() for p in net.parameters()))
     with torch.no_grad():
-        return _macs(lambda: net.encode_image(image)), _macs(lambda: net.encode_text(text))
+        return _macs(lambda: net.encode_image(image)), _macs(lambda: net.encode_text(text)), params
 
 
 @contextlib.contextmanager

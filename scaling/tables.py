@@ -34,7 +34,8 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
         "TFLOP/s",
     )
     columns = ["id", "model", "data", *(["stage"] if staged else []), "samples seen", "epochs",
-               "global batch", "lr", "warmup", "GMACs/sample", "compute (GMACs)", spec.gpu.hours]  # fmt: skip
+               "global batch", "lr", "warmup", "GMACs/sample", "compute (GMACs)", spec.gpu.hours,
+               "disk (GB)"]  # fmt: skip
     for name in columns:
         left = name in ("id", "model", "data")
         table.add_column(name, justify="left" if left else "right", no_wrap=left)
@@ -53,9 +54,14 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
             f"{p.macs.total:.4g}",
             f"{p.compute_gmacs:.3e}",
             _hours(p.gpu_hours),
+            _hours(p.disk_gb),
         )
     blanks = [""] * (len(columns) - 3)
-    blanks[-2:] = [f"{plan.total_compute_gmacs:.3e}", _hours(plan.total_gpu_hours)]
+    blanks[-3:] = [
+        f"{plan.total_compute_gmacs:.3e}",
+        _hours(plan.total_gpu_hours),
+        _hours(plan.total_disk_gb),
+    ]
     table.add_section()
     table.add_row("total", "", "", *blanks)
     console.print(table)
