@@ -20,7 +20,7 @@ def test_paper_sweep_composes_with_its_defaults() -> None:
     assert axes["samples_seen"] == (3_000_000_000, 13_000_000_000, 34_000_000_000)
     assert spec.gpu.name == "A100" and spec.gpu.peak_tflops == 312
     assert spec.cluster.kind == "slurm"
-    assert len(spec.rules) == 29
+    assert len(spec.rules) == 30
     assert spec.datasets["LAION-400M"].num_samples == 407_332_084
     assert set(spec.models) == {"ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-H-14", "ViT-g-14"}
 

@@ -105,8 +105,12 @@ def test_ids_are_stable_unique_and_follow_the_config() -> None:
     assert ids == [r["id"] for r in again]
     changed = plan("paper", ["train.seed=1"]).records()
     assert not set(ids) & {r["id"] for r in changed}
-    one_lr = {r["id"] for r in plan("paper", ["points.0.train.lr=1e-4"]).records()}
+    one_lr = {r["id"] for r in plan("paper", ["points.1.train.lr=1e-4"]).records()}
     assert len(set(ids) - one_lr) == 1
+    # How a run executes (compilation, the loss's memory, the collective timeout) is not what
+    # it learns: the same ids.
+    executed = ["train.torchcompile=false", "train.local_loss=false", "train.dist_timeout_min=3"]
+    assert ids == [r["id"] for r in plan("paper", executed).records()]
 
 
 def test_data_root_is_not_part_of_the_id() -> None:
