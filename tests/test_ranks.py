@@ -129,3 +129,30 @@ def test_a_retry_killed_before_its_outcome_does_not_inherit_the_last_error(
     assert read_outcome(directory) is None  # not the last attempt's error
     aside = list((directory / "history").glob("outcome-*.json"))
     assert len(aside) == 1 and json.loads(aside[0].read_text())["error"] == "the old error"
+
+
+_THREADS = """
+import os, sys
+os.environ.update({k: v for k, v in (a.split("=") for a in sys.argv[2:])})
+from scaling import distributed
+n = distributed.set_threads(int(sys.argv[1]))
+import torch
+print(n, torch.get_num_threads(), os.environ["OMP_NUM_THREADS"])
+"""
+
+
+@pytest.mark.parametrize(
+    ("workers", "env", "threads"),
+    [(1, ["SLURM_CPUS_PER_TASK=4"], 3), (2, ["SLURM_CPUS_PER_TASK=8", "CLIPSCALE_CPUS=1"], 6),
+     (2, ["CLIPSCALE_CPUS=1"], 1), (0, ["CLIPSCALE_CPUS=2"], 2)],
+)  # fmt: skip
+def test_a_rank_takes_the_threads_its_cpus_allow_less_its_data_workers(
+    workers: int, env: list[str], threads: int
+) -> None:
+    # A Slurm task's CPUs (or the local runner's share) bound torch's threads, each data
+    # worker taking one: a rank never starts a thread per core of the whole node.
+    clean = {k: v for k, v in os.environ.items() if k not in ("SLURM_CPUS_PER_TASK", "CLIPSCALE_CPUS")}
+    out = subprocess.run([sys.executable, "-c", _THREADS, str(workers), *env], capture_output=True, text=True,
+                         env=clean, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(threads)] * 3
