@@ -156,3 +156,25 @@ def test_a_rank_takes_the_threads_its_cpus_allow_less_its_data_workers(
                          env=clean, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(threads)] * 3
+
+
+def test_points_side_by_side_get_gpus_of_their_own(tmp_path: Path) -> None:
+    # No GPU here: the slots are lock files over GPU indices, and that is what is checked.
+    from scaling.dispatch import local
+
+    with (
+        local._slot(tmp_path, 2, [0, 1, 2, 3], 2) as first,
+        local._slot(tmp_path, 2, [0, 1, 2, 3], 2) as second,
+    ):
+        assert len(first) == len(second) == 2 and not set(first) & set(second)
+    with local._slot(tmp_path, 1, [], 2) as none:  # a CPU-only machine: ranks share the cores
+        assert none == []
+
+
+def test_a_local_point_wanting_more_gpus_than_the_machine_has_is_refused(world: Path, tmp_path: Path) -> None:
+    from scaling.dispatch.backends import LocalBackend
+    from scaling.errors import ClipscaleError
+
+    p = two_ranks(tmp_path, world, "toomany", "256", "+cluster.gpus=[0]")
+    with pytest.raises(ClipscaleError, match=r"trains on 2 GPUs but this machine has 1"):
+        LocalBackend(p).validate(p.points)
