@@ -369,6 +369,9 @@ def runner(folder: Path) -> int:
             except queue.Empty:
                 return
             _run_task(folder, i, batch)
+            # A pause before the next task: runners waiting for a slot (an evaluation whose
+            # training just ended) get the one freed, rather than every slot going to training.
+            time.sleep(1.0)
 
     threads = [threading.Thread(target=work) for _ in range(min(batch["parallelism"], batch["size"]))]
     for t in threads:
