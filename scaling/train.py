@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import socket
 import sys
@@ -166,7 +167,7 @@ def _check_samples(path: Path) -> None:
 def _check_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".clipscale-write-test"
+        probe = directory / f".clipscale-write-test-{socket.gethostname()}-{os.getpid()}"  # one per rank
         probe.write_text("")
         probe.unlink()
     except OSError as e:

@@ -98,6 +98,21 @@ def test_a_killed_rank_fails_the_point_at_once_with_its_cause(world: Path, tmp_p
     assert "rank 1: killed by signal 9 (SIGKILL)" in reason  # the runner's account, beside rank 0's
 
 
+def test_a_two_rank_run_that_diverges_ends_diverged_though_its_other_rank_fails(
+    world: Path, tmp_path: Path
+) -> None:
+    # Rank 0 stops at the NaN loss and leaves the process group; rank 1 then fails on its
+    # next collective. The point is diverged (final), not failed, and nothing is evaluated.
+    p = two_ranks(tmp_path, world, "nan", "2048", "train.lr=1e30", "train.epochs=4")
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    launch(p, engine)
+    summary = wait_done(p, engine)
+    assert summary.counts == {"diverged": 1}, summary  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        stages = conn.execute(sa.select(Attempt.stage, Attempt.state).order_by(Attempt.id)).all()
+    assert [tuple(s) for s in stages] == [("train", "diverged"), ("eval", "void")]
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()

@@ -19,6 +19,7 @@ T, E = "train", "eval"
         ([Try(T, "trained"), Try(E, "running")], True, None, "evaluating", True, False, E, 1),
         ([Try(T, "trained"), Try(E, "succeeded")], True, "succeeded", "succeeded", False, True, E, 1),
         ([Try(T, "diverged")], False, "diverged", "diverged", False, True, T, 1),
+        ([Try(T, "diverged"), Try(E, "cancelled")], False, "diverged", "diverged", False, True, T, 1),
         # A failed evaluation is tried again alone: the training stands.
         ([Try(T, "trained"), Try(E, "failed", "eval: x")], True, "failed", "failed", False, False, E, 1),
         ([Try(T, "failed", "rank 1: killed")], False, "failed", "failed", False, False, T, 1),

@@ -460,6 +460,11 @@ def _ending(
     directory = p.directory if p is not None else None
     outcome = read_outcome(directory) if directory is not None else None
     trained = directory is not None and read_trained(directory) is not None
+    if st.state == "cancelled" and st.started_at is None:
+        return _never_ran(p, a, last)
+    if outcome is not None and outcome.status in RESULTS:
+        # Final whatever the job's own end: a diverged run's other ranks fail on their peer.
+        return {"state": outcome.status, "exit_reason": outcome.error}
     if st.state == "completed":
         if a.stage == TRAIN and outcome is None and trained:
             return {"state": "trained", "exit_reason": None}
@@ -469,8 +474,6 @@ def _ending(
                 "exit_reason": "the job ended without writing outcome.json" + _tail(log),
             }
         return {"state": outcome.status, "exit_reason": outcome.error}
-    if st.state == "cancelled" and st.started_at is None:
-        return _never_ran(p, a, last)
     if st.state == "failed" and outcome is not None and outcome.status == "failed":
         reason = outcome.error or ""
         if st.reason and st.reason not in reason:
@@ -484,7 +487,7 @@ def _never_ran(p: Followed | None, a: AttemptInfo, last: Callable[[str, str], st
     """A job cancelled before it started. If what it waited for did not complete (the
     scheduler cancels such jobs): an evaluation whose training failed never was an attempt
     (void); a second stage whose first stage failed fails with that reason."""
-    if a.stage == EVAL and last(a.point_id, TRAIN) not in ("trained", *RESULTS):
+    if a.stage == EVAL and last(a.point_id, TRAIN) != "trained":  # failed, or diverged: nothing to evaluate
         return {"state": "void", "exit_reason": "never ran: its training did not complete"}
     parent = p.parent if p is not None else None
     if (

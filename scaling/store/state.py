@@ -56,8 +56,9 @@ def decide(tries: Sequence[Try], trained: bool = False, result: str | None = Non
     stage = EVAL if trained else TRAIN
     count = sum(1 for t in tries if t.stage == stage)
     last = tries[-1] if tries else None
-    if last is not None and last.state in RESULTS:
-        return PointState(last.state, False, True, stage, count, None)
+    result_try = next((t for t in reversed(tries) if t.state in RESULTS), None)
+    if result_try is not None:  # a result is final, whatever came after (a cancelled evaluation)
+        return PointState(result_try.state, False, True, stage, count, None)
     if result in RESULTS and (last is None or not _active(last)):  # ended, its attempt not yet told
         return PointState(str(result), False, True, stage, count, None)
     if last is None:
