@@ -84,7 +84,7 @@ def prepare_resume(run_dir: Path) -> str | None:
     return f"{said} and no readable epoch is left: starting afresh"
 
 
-def finish(run_dir: Path, policy: CheckpointPolicy, epochs: int) -> Path | None:
+def finish(run_dir: Path, policy: CheckpointPolicy) -> Path | None:
     """After training: the final checkpoint (``epoch_latest.pt``, which now holds the last
     epoch), with the epochs the policy does not keep removed. None if there is none."""
     latest = folder(run_dir) / LATEST

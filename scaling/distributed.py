@@ -12,7 +12,8 @@ variables itself. Two changes to how the trainer runs, both scoped to its call:
   or hangs fails within minutes instead of torch's default half hour.
 
 Every rank records its start and end in ``ranks/{rank}.json``; a run that fails is
-reported by rank 0 with the cause of the rank that failed first, and that rank's log.
+reported by rank 0 with the cause of the rank that failed first (a peer killed without a
+word, or one whose error came before rank 0's own), and that rank's log.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def _attempt() -> str:
 
 
 def cpus() -> int:
-    """The CPUs this rank may use: its Slurm task's, or its share under the local runner."""
-    for name in ("SLURM_CPUS_PER_TASK", "CLIPSCALE_CPUS"):
+    """The CPUs this rank may use: its share under the local runner (even inside a Slurm
+    allocation), its Slurm task's, or those this process may run on."""
+    for name in ("CLIPSCALE_CPUS", "SLURM_CPUS_PER_TASK"):
         if os.environ.get(name, "").isdigit():
             return max(1, int(os.environ[name]))
-    return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0))
 
 
 def set_threads(workers: int) -> int:
@@ -127,7 +129,7 @@ def leave() -> None:
 # ---------------------------------------------------------------- what each rank leaves
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -138,7 +140,7 @@ class RankRecord:
         self.path = run_dir / RANKS_DIR / f"{rank.rank}.json"
         self.data: dict[str, Any] = {
             "rank": rank.rank, "world": rank.world, "attempt": rank.attempt, "host": socket.gethostname(),
-            "pid": os.getpid(), "log": str(log), "state": "running", "started": _now(),
+            "pid": os.getpid(), "log": str(log), "state": "running", "started": now(),
         }  # fmt: skip
 
     def start(self) -> None:
@@ -146,7 +148,7 @@ class RankRecord:
         write_atomic(self.path, json.dumps(self.data) + "\n")
 
     def end(self, error: str | None, exc: BaseException | None = None) -> None:
-        self.data.update(state="failed" if error else "done", ended=_now(), error=error)
+        self.data.update(state="failed" if error else "done", ended=now(), error=error)
         if exc is not None:
             self.data["traceback"] = traceback.format_exception(exc)[-8:]
         write_atomic(self.path, json.dumps(self.data) + "\n")
@@ -165,25 +167,24 @@ def peers(run_dir: Path, rank: Rank) -> list[dict[str, Any]]:
     return out
 
 
-def first_failure(run_dir: Path, rank: Rank, wait_s: float = PEER_WAIT_S) -> dict[str, Any] | None:
-    """After this rank failed: the peer whose failure came first, if one did. A peer that
-    died without a word (killed) is the likeliest cause; else the earliest recorded error.
-    Waits up to ``wait_s`` for peers still running to record how they ended."""
+def first_failure(
+    run_dir: Path, rank: Rank, failed_at: str, wait_s: float = PEER_WAIT_S
+) -> dict[str, Any] | None:
+    """After this rank failed (at ``failed_at``): the peer that failed before it, if one
+    did; None if this rank's own failure came first. A peer that died without a word
+    (killed; knowable on this host) is the likeliest cause; else the earliest error
+    recorded before ours. Waits up to ``wait_s`` for peers still running to say how they
+    ended (a peer still blocked in a collective with us says nothing: ours came first)."""
     deadline = time.monotonic() + wait_s
     while True:
         found = peers(run_dir, rank)
         silent = [p for p in found if p.get("state") == "running" and _gone(p)]
-        running = [p for p in found if p.get("state") == "running" and not _gone(p)]
         if silent:
             return {**silent[0], "error": _silent(silent[0])}
+        running = [p for p in found if p.get("state") == "running"]
         if not running or time.monotonic() > deadline:
-            failed = sorted((p for p in found if p.get("state") == "failed"), key=lambda p: p["ended"])
-            if failed:
-                return failed[0]
-            if running:  # on another node, or hung: it said nothing in time
-                p = running[0]
-                return {**p, "error": f"recorded no end on {p['host']} (hung, or killed)"}
-            return None
+            earlier = [p for p in found if p.get("state") == "failed" and p.get("ended", "") < failed_at]
+            return min(earlier, key=lambda p: p["ended"]) if earlier else None
         time.sleep(0.5)
 
 

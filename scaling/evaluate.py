@@ -67,9 +67,9 @@ def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
     trained = read_trained(directory) if directory.is_dir() else None
     if trained is None:
         raise ClipscaleError(f"point {point.id} has not finished training: no trained.json in {directory}")
+    set_aside_failure(directory)  # first: an evaluation that stops at a check leaves no old error
     check_eval_sets(spec.evals)
     register_models([spec.model])  # a process of its own: the toy models are not open_clip's
-    set_aside_failure(directory)
     started, clock = train.now(), time.monotonic()
     device = train.torch_device()
     metrics: dict[str, dict[str, float | None]] = {}

@@ -9,6 +9,8 @@ from pathlib import Path
 from scaling.config import CheckpointPolicy, EvalSpec, ModelSpec
 from scaling.grid import GridPoint
 
+TRAIN, EVAL = "train", "eval"  # a point's two jobs: its training, then its evaluation
+
 
 @dataclass(frozen=True)
 class RunSpec:

@@ -174,6 +174,13 @@ def _check_writable(directory: Path) -> None:
         raise ClipscaleError(f"run directory {directory} is not writable ({e.strerror})") from None
 
 
+def _set_aside(directory: Path) -> None:
+    try:
+        set_aside_failure(directory)
+    except OSError as e:
+        raise ClipscaleError(f"run directory {directory} is not writable ({e.strerror})") from None
+
+
 def _write_point(directory: Path, point: GridPoint) -> None:
     """The resolved point beside the run, written before training; a different point
     under the same id would mean two configs share a directory, which is never right."""
@@ -230,14 +237,18 @@ def train(spec: RunSpec, progress: Progress | None = None, quiet: bool = True) -
     trained = read_trained(directory) if directory.is_dir() else None
     if trained is not None:  # only its evaluation is left
         return trained if rank.rank == 0 else None
+    if rank.rank == 0:  # first: a retry that stops at the checks below leaves no old error
+        _set_aside(directory)
     root = Path(spec.runs_root)
+    # Every rank runs the cheap checks, so that none waits in the rendezvous for a peer that
+    # stopped at them; the shards (validated before submission) only rank 0 reads again, as
+    # a thousand ranks stat-ing 200k shards each would load the shared file system.
     pretrained = _parent_checkpoint(root, point)
-    # Every rank checks, so that none waits in the rendezvous for a peer that stopped here.
-    check_shards(point.shards)
+    if rank.rank == 0:
+        check_shards(point.shards)
     check_eval_sets(spec.evals)
     _check_writable(directory)
     if rank.rank == 0:
-        set_aside_failure(directory)
         _write_point(directory, point)
         note = checkpoints.prepare_resume(directory)
         if note:
@@ -270,25 +281,27 @@ def train(spec: RunSpec, progress: Progress | None = None, quiet: bool = True) -
     except Exception as e:  # the trainer's failure is the run's outcome, not ours
         error, failure = f"{type(e).__name__}: {e}", e
     finally:
+        failed_at = distributed.now()  # before leaving: peers fail on our leaving, after us
         distributed.leave()
     record.end(error if not diverged else None, failure if not diverged else None)
     if rank.rank != 0:
         if error and not diverged:
             raise RuntimeError(f"rank {rank.rank}: {error}")
         return None
-    return _finish_training(spec, rank, started, error, diverged, device)
+    return _finish_training(spec, rank, started, error, diverged, device, failed_at)
 
 
 def _finish_training(
-    spec: RunSpec, rank: distributed.Rank, started: str, error: str | None, diverged: bool, device: str
-) -> Trained | Outcome:
+    spec: RunSpec, rank: distributed.Rank, started: str, error: str | None, diverged: bool, device: str,
+    failed_at: str = "",
+) -> Trained | Outcome:  # fmt: skip
     """Rank 0, after the trainer returned or raised: the training record, or the outcome."""
     directory, point = spec.directory, spec.point
     log_path = directory / "out.log"
     log = trainlog.parse(log_path.read_text() if log_path.exists() else "")
     failed_rank, lines = None, tail(directory)
     if error is not None and not diverged and rank.world > 1:
-        peer = distributed.first_failure(directory, rank)
+        peer = distributed.first_failure(directory, rank, failed_at)
         if peer is not None:
             failed_rank, error = int(peer["rank"]), f"rank {peer['rank']}: {peer['error']} (rank 0: {error})"
             # The failing rank's own last words first: they say why, rank 0's say what followed.
@@ -297,7 +310,7 @@ def _finish_training(
     diverged = diverged or (error is None and log.diverged)
     final = None
     if error is None and not diverged:
-        final = checkpoints.finish(directory, spec.checkpoints, point.train.epochs or 0)
+        final = checkpoints.finish(directory, spec.checkpoints)
     if diverged:
         error = error or "the training loss became NaN or infinite"
     elif error is None and final is None:

@@ -67,14 +67,14 @@ def test_finishing_keeps_the_latest_and_what_the_policy_names(
         save(ckpts / f"epoch_{epoch}.pt", epoch)
     save(ckpts / "epoch_latest.pt", 4)
     truncate(save(ckpts / "epoch_latest.pt.unreadable-x", 1))
-    final = checkpoints.finish(tmp_path, CheckpointPolicy(keep_every=every), 4)
+    final = checkpoints.finish(tmp_path, CheckpointPolicy(keep_every=every))
     assert final == ckpts / "epoch_latest.pt"
     assert sorted(p.name for p in ckpts.iterdir()) == left
 
 
 def test_finishing_without_a_whole_latest_has_no_final_checkpoint(tmp_path: Path) -> None:
     truncate(save(tmp_path / "checkpoints" / "epoch_latest.pt", 4))
-    assert checkpoints.finish(tmp_path, CheckpointPolicy(), 4) is None
+    assert checkpoints.finish(tmp_path, CheckpointPolicy()) is None
 
 
 def test_trainer_arguments_and_disk() -> None:

@@ -18,10 +18,9 @@ from typing import Any
 
 import submitit
 
-from scaling.runspec import RunSpec
+from scaling.runspec import EVAL, TRAIN, RunSpec
 
 Handler = Callable[[int, FrameType | None], Any]
-TRAIN, EVAL = "train", "eval"
 
 
 class PointJob(submitit.helpers.Checkpointable):

@@ -249,25 +249,29 @@ def _token(plan: Plan) -> str:
 
 
 def _batches(plan: Plan, backend: Backend, chosen: Sequence[tuple[PlannedPoint, str]]) -> list[NewSubmission]:
-    """Job arrays to submit, in order: training arrays each followed by its evaluation
-    array (task i evaluates task i's point); evaluations whose training is done; then each
-    second stage alone (it waits for its own first stage), followed by its evaluation."""
+    """Job arrays to submit, in order: first-stage training arrays each followed by its
+    evaluation array (task i evaluates task i's point); evaluations whose training is done;
+    then each second stage alone (it waits for its own first stage's evaluation, which must
+    exist by then), followed by its evaluation."""
     root = jobs_root(plan)
 
     def new(ids: tuple[str, ...], res: dict[str, Any], stage: str, after: str | None = None) -> NewSubmission:
         token = _token(plan)
         return NewSubmission(token, backend.name, ids, str(root / token), res, stage, after)
 
-    out = []
+    out: list[NewSubmission] = []
     train = [p for p, stage in chosen if stage == TRAIN]
     evaluate = [p.point.id for p, stage in chosen if stage == EVAL]
-    for group in ([p for p in train if p.point.parent is None], [p for p in train if p.point.parent]):
-        single = bool(group and group[0].point.parent)  # a second stage depends on its own parent
+
+    def trainings(group: list[PlannedPoint], single: bool) -> None:
         for res, ids in backend.batches(group):
-            for part in [(i,) for i in ids] if single else [ids]:
+            for part in [(i,) for i in ids] if single else [ids]:  # a second stage: its own job
                 t = new(part, res, TRAIN)
-                out += [t, *(new(e_ids, e_res, EVAL, t.token) for e_res, e_ids in backend.eval_batches(part))]
-    out += [new(ids, res, EVAL) for res, ids in backend.eval_batches(evaluate)]
+                out.extend([t, *(new(e, r, EVAL, t.token) for r, e in backend.eval_batches(part))])
+
+    trainings([p for p in train if p.point.parent is None], single=False)
+    out.extend(new(ids, res, EVAL) for res, ids in backend.eval_batches(evaluate))
+    trainings([p for p in train if p.point.parent], single=True)
     return out
 
 
@@ -459,6 +463,8 @@ def _ending(
     completed left ``trained.json`` (or a diverged outcome), an evaluation the outcome."""
     directory = p.directory if p is not None else None
     outcome = read_outcome(directory) if directory is not None else None
+    if outcome is not None and outcome.status == "failed" and _before(outcome.finished_at, st.started_at):
+        outcome = None  # an earlier attempt's failure: this one died before it set it aside
     trained = directory is not None and read_trained(directory) is not None
     if st.state == "cancelled" and st.started_at is None:
         return _never_ran(p, a, last)
@@ -481,6 +487,14 @@ def _ending(
         return {"state": "failed", "exit_reason": reason}
     reason = st.reason or st.state
     return {"state": st.state, "exit_reason": reason + (_tail(log) if st.state != "cancelled" else "")}
+
+
+def _before(finished_at: str, started: datetime | None) -> bool:
+    try:
+        when = datetime.fromisoformat(finished_at).astimezone(timezone.utc).replace(tzinfo=None)
+    except ValueError:
+        return False
+    return started is not None and when < started
 
 
 def _never_ran(p: Followed | None, a: AttemptInfo, last: Callable[[str, str], str | None]) -> dict[str, Any]:

@@ -278,8 +278,8 @@ def _wait_for(after: Sequence[Sequence[Any]], folder: Path, index: int) -> str |
                 return f"its dependency {f.name}:{i} ended {st.state}: never run"
         if all(st is not None and st.state == "completed" for _, _, st in states):
             return None
-        if any(st is None and not _batch_alive(f) for f, _, st in states):
-            return "its dependency's runner stopped first: never run"
+        if any((st is None or st.state not in FINAL) and not _batch_alive(f) for f, _, st in states):
+            return "its dependency's runner stopped before it ended: never run"
         time.sleep(0.5)
 
 

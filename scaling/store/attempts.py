@@ -226,6 +226,8 @@ def set_submission(
                     .where(Attempt.id == attempt_id, Attempt.state == "submitting")
                     .values(job_id=task_ids(index or 0), state="pending")
                 )
+            ids = conn.execute(sa.select(Attempt.point_id).where(Attempt.submission == token)).scalars()
+            state.refresh(conn, list(ids), now)
 
     transaction(engine, work)
 

@@ -24,11 +24,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from scaling.outcome import RESULTS
+from scaling.runspec import EVAL, TRAIN
 from scaling.store.models import ACTIVE_STATES, Attempt, Point
 
-RESULTS = frozenset({"succeeded", "diverged"})
 FAILURES = frozenset({"failed", "timeout", "out_of_memory", "node_fail", "lost"})
-TRAIN, EVAL = "train", "eval"
+__all__ = ["EVAL", "RESULTS", "TRAIN"]
 
 
 @dataclass(frozen=True)
