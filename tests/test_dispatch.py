@@ -320,3 +320,30 @@ def test_per_task_dependencies_in_slurms_forms() -> None:
     assert _dependency([[Dep("f", "43", 0, "43")]]) == "afterok:43"
     with pytest.raises(ValueError):
         _dependency([[Dep("f", "41", 1, "41_1")], [Dep("f", "41", 0, "41_0")]])
+
+
+def test_a_training_seen_ending_after_its_evaluation_is_still_trained(tmp_path: Path) -> None:
+    # The controller may first see a training's end after its (fast) evaluation wrote the
+    # outcome: the training attempt is "trained", the evaluation's "succeeded".
+    from datetime import datetime
+
+    from scaling.dispatch.launch import Followed, _ending
+    from scaling.dispatch.slurm import TaskState
+    from scaling.outcome import Outcome, Trained, write_outcome, write_trained
+    from scaling.store.attempts import AttemptInfo
+
+    directory = tmp_path / "p"
+    directory.mkdir()
+    write_trained(directory, Trained("p", 512, 2, "checkpoints/epoch_latest.pt", 1.0, 512.0, None, 1))
+    write_outcome(directory, Outcome("p", "succeeded", 512, 512, 2, 1.0, 1.0, 512.0))
+    point = Followed("p", directory, 1.0, 1, None, 0.0)
+    done = TaskState("completed", "node", datetime(2026, 1, 1), datetime(2026, 1, 1, 0, 1), None)
+
+    def attempt(stage: str) -> AttemptInfo:
+        return AttemptInfo(
+            "p", f"t:{stage}", "slurm", "t", "1_0", 0, "running", None, None, None, None, stage
+        )
+
+    never = lambda point_id, stage: None  # noqa: E731
+    assert _ending(point, attempt("train"), done, tmp_path / "log", never)["state"] == "trained"
+    assert _ending(point, attempt("eval"), done, tmp_path / "log", never)["state"] == "succeeded"

@@ -468,12 +468,12 @@ def _ending(
     trained = directory is not None and read_trained(directory) is not None
     if st.state == "cancelled" and st.started_at is None:
         return _never_ran(p, a, last)
+    if st.state == "completed" and a.stage == TRAIN and trained:
+        return {"state": "trained", "exit_reason": None}  # even if its evaluation already ended
     if outcome is not None and outcome.status in RESULTS:
         # Final whatever the job's own end: a diverged run's other ranks fail on their peer.
         return {"state": outcome.status, "exit_reason": outcome.error}
     if st.state == "completed":
-        if a.stage == TRAIN and outcome is None and trained:
-            return {"state": "trained", "exit_reason": None}
         if outcome is None:
             return {
                 "state": "failed",
