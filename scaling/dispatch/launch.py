@@ -571,7 +571,9 @@ def summarize(
                     subs.get(a.submission or ""), a.stage, f.ranks, plan.sweep.gpu.hours
                 )
                 spent[unit] = spent.get(unit, 0.0) + seconds / 3600 * amount
-    active = sum(1 for st in states.values() if st.active)
+    # Until every job has ended: a point can be final (diverged) while its evaluation's job
+    # is still to be cancelled by the scheduler.
+    active = sum(1 for pid in points if any(a.state in ACTIVE for a in history.get(pid, [])))
     planned = sum(f.gpu_hours for f in points.values())
     return Summary(
         counts, len(points), planned, plan.sweep.gpu.hours, spent, ingested, active, tuple(failures)
