@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,6 +91,36 @@ clusters:
   slurm: {{gpus_per_node: 0, cpus_per_gpu: 1, mem_gb_per_gpu: 1, time_limit_min: 60, signal_delay_s: 30,
           max_array_size: 2}}
 """
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy world's smallest training set and the evaluation sets, once per module."""
+    from scaling import toyworld
+
+    root = tmp_path_factory.mktemp("world")
+    toyworld.write_world(root, {"toy-1k": 1000})
+    return root
+
+
+def wait_done(p: Any, engine: Any, timeout_s: float = 300) -> Any:
+    """Reconcile a launched sweep until no job of it is pending or running; the summary."""
+    from scaling.dispatch import reconcile
+
+    deadline = time.monotonic() + timeout_s
+    while (summary := reconcile(p, engine)).active:
+        assert time.monotonic() < deadline, summary
+        time.sleep(1)
+    return summary
+
+
+def assert_failed_at_the_next_collective(directory: Path, seen: int | None, planned: int) -> None:
+    """Rank 0 saw its killed peer go at its next collective (gloo's broken connection), far
+    from the run's end: not at the collective timeout, nor at a time limit."""
+    rank0 = json.loads((directory / "ranks" / "0.json").read_text())
+    assert rank0["state"] == "failed" and "gloo" in rank0["error"], rank0
+    assert "timed out" not in rank0["error"].lower(), rank0
+    assert (seen or 0) < planned // 2, seen
 
 
 def dispatch_sweep(

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import dispatch_sweep
+from conftest import dispatch_sweep, wait_done
 
-from scaling import toyworld
 from scaling.dispatch import LaunchOptions, cancel, launch, reconcile, recover
 from scaling.dispatch import local as local_backend
 from scaling.errors import ClipscaleError
@@ -26,25 +25,8 @@ from scaling.sync import sync_sweep
 pytestmark = pytest.mark.torch
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("world")
-    toyworld.write_world(root, {"toy-1k": 1000})
-    return root
-
-
 def make_plan(tmp: Path, world: Path, name: str = "disp", overrides: list[str] | None = None) -> Plan:
     return plan(str(dispatch_sweep(tmp, world, name)), overrides or [])
-
-
-def wait_done(p: Plan, engine: sa.Engine, timeout_s: float = 300) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        summary = reconcile(p, engine)
-        if summary.active == 0:
-            return summary
-        assert time.monotonic() < deadline, summary
-        time.sleep(1)
 
 
 def attempts(engine: sa.Engine, stage: str = "train") -> list[tuple[str, str, str]]:
