@@ -54,7 +54,12 @@ class Outcome:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(json_safe(asdict(self)), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        return _to_json(self)
+
+
+def _to_json(record: Any) -> str:
+    """A hand-over file's text: sorted keys, non-finite numbers as null."""
+    return json.dumps(json_safe(asdict(record)), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def json_safe(value: Any) -> Any:
@@ -109,7 +114,7 @@ class Trained:
     host: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(json_safe(asdict(self)), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        return _to_json(self)
 
 
 def write_trained(run_dir: Path, trained: Trained) -> None:
@@ -137,8 +142,11 @@ def set_aside_failure(run_dir: Path) -> Path | None:
         outcome = None  # unreadable: set it aside all the same
     if not path.exists() or (outcome is not None and outcome.status != "failed"):
         return None
-    stamp = (outcome.finished_at if outcome else "") or str(int(path.stat().st_mtime))
-    target = run_dir / HISTORY_DIR / f"outcome-{stamp.replace(':', '')}.json"
-    target.parent.mkdir(exist_ok=True)
-    os.replace(path, target)
+    try:
+        stamp = (outcome.finished_at if outcome else "") or str(int(path.stat().st_mtime))
+        target = run_dir / HISTORY_DIR / f"outcome-{stamp.replace(':', '')}.json"
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
+    except OSError as e:
+        raise ClipscaleError(f"run directory {run_dir} is not writable ({e.strerror})") from None
     return target

@@ -174,13 +174,6 @@ def _check_writable(directory: Path) -> None:
         raise ClipscaleError(f"run directory {directory} is not writable ({e.strerror})") from None
 
 
-def _set_aside(directory: Path) -> None:
-    try:
-        set_aside_failure(directory)
-    except OSError as e:
-        raise ClipscaleError(f"run directory {directory} is not writable ({e.strerror})") from None
-
-
 def _write_point(directory: Path, point: GridPoint) -> None:
     """The resolved point beside the run, written before training; a different point
     under the same id would mean two configs share a directory, which is never right."""
@@ -238,7 +231,7 @@ def train(spec: RunSpec, progress: Progress | None = None, quiet: bool = True) -
     if trained is not None:  # only its evaluation is left
         return trained if rank.rank == 0 else None
     if rank.rank == 0:  # first: a retry that stops at the checks below leaves no old error
-        _set_aside(directory)
+        set_aside_failure(directory)
     root = Path(spec.runs_root)
     # Every rank runs the cheap checks, so that none waits in the rendezvous for a peer that
     # stopped at them; the shards (validated before submission) only rank 0 reads again, as

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -186,8 +187,8 @@ class LocalBackend:
                     f"(cluster.gpus: {devices})"
                 )
 
-    @property
-    def gpus(self) -> list[int]:
+    @cached_property
+    def gpus(self) -> list[int]:  # one nvidia-smi a launch
         return local.gpus(dict(self.plan.sweep.cluster.options))
 
     def _resources(self) -> dict[str, Any]:
@@ -197,12 +198,12 @@ class LocalBackend:
         return [(self._resources(), tuple(p.point.id for p in points))] if points else []
 
     def eval_batches(self, point_ids: Sequence[str]) -> Batches:
-        return [({**self._resources(), "ranks": 1}, tuple(point_ids))] if point_ids else []
+        return [(self._resources(), tuple(point_ids))] if point_ids else []
 
     def submit(self, token: str, folder: Path, jobs: Sequence[Any], resources: Mapping[str, Any],
                after: Sequence[Sequence[Dep]]) -> str:  # fmt: skip
         tasks = [
-            local.Task(_ranks(job, resources), tuple((d.folder, d.index) for d in deps))
+            local.Task(job.ranks, tuple((d.folder, d.index) for d in deps))
             for job, deps in zip(jobs, after, strict=True)
         ]
         return local.submit(folder, jobs, tasks, cache_dir() / "local-slots", self.width, self.gpus)
@@ -231,11 +232,6 @@ class LocalBackend:
 
     def log_path(self, sub: SubmissionInfo, index: int) -> Path:
         return Path(sub.folder) / f"{index}.log"
-
-
-def _ranks(job: Any, resources: Mapping[str, Any]) -> int:
-    """Processes of a local task: one per rank of a training, one for an evaluation."""
-    return int(resources.get("ranks") or job.spec.point.train.gpus)
 
 
 def backend_for(plan: Plan, launcher: str | None = None) -> Backend:

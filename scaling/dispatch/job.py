@@ -28,6 +28,11 @@ class PointJob(submitit.helpers.Checkpointable):
         self.spec = spec
         self.stage = stage
 
+    @property
+    def ranks(self) -> int:
+        """Processes this job runs as: one per rank of a training, one for an evaluation."""
+        return 1 if self.stage == EVAL else self.spec.point.train.gpus
+
     def __call__(self) -> str:
         from scaling import distributed
         from scaling.outcome import Outcome

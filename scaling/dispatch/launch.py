@@ -29,7 +29,7 @@ from scaling.dispatch.backends import Backend, Dep, backend_for, jobs_root, owne
 from scaling.errors import ClipscaleError
 from scaling.outcome import read_outcome, read_trained
 from scaling.plan import Plan, PlannedPoint
-from scaling.runspec import RunSpec
+from scaling.runspec import EVAL, TRAIN, RunSpec
 from scaling.store import ingest_run, record_points, state
 from scaling.store.attempts import (
     ACTIVE,
@@ -47,7 +47,6 @@ from scaling.store.attempts import (
     update_attempts,
 )
 from scaling.store.db import transaction
-from scaling.store.state import EVAL, TRAIN
 from scaling.sync import planned_rows
 from scaling.train import run_dir
 
@@ -178,10 +177,15 @@ def point_states(
     points: dict[str, Followed], history: dict[str, list[AttemptInfo]]
 ) -> dict[str, state.PointState]:
     """Each point's state (``scaling.store.state`` decides), with what its run directory
-    says: finished training (``trained.json``) or a result not yet ingested."""
+    says: finished training (``trained.json``) or a result not yet ingested. The files are
+    read only where the attempts leave it open (no job active, no result), as each status
+    poll asks this of every point."""
     out = {}
     for pid, f in points.items():
         tries = [state.Try(a.stage, a.state, a.exit_reason) for a in history.get(pid, [])]
+        if any(t.state in ACTIVE or t.state in RESULTS for t in tries):
+            out[pid] = state.decide(tries)
+            continue
         outcome = read_outcome(f.directory) if f.directory.is_dir() else None
         trained = f.directory.is_dir() and read_trained(f.directory) is not None
         out[pid] = state.decide(tries, trained, outcome.status if outcome else None)
@@ -369,12 +373,12 @@ def _repair_evaluations(plan: Plan, engine: Engine, backend: Backend) -> None:
     """A launcher killed between a training array and its evaluation array leaves the
     training without one: submit it now, task for task."""
     subs = submissions(engine, plan.sweep.name, ["intent", "submitted", "released"])
-    followed = {s.after for s in subs if s.stage == EVAL}
+    paired = {s.after for s in subs if s.stage == EVAL}
     history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
     active = {a.submission for h in history.values() for a in h if a.state in ACTIVE}
-    alone = [s for s in subs if s.stage == TRAIN and s.token in active and s.token not in followed]
+    alone = [s for s in subs if s.stage == TRAIN and s.token in active and s.token not in paired]
+    ids = {(a.submission, a.array_index): pid for pid, h in history.items() for a in h}
     for s in alone:
-        ids = {(a.submission, a.array_index): pid for pid, h in history.items() for a in h}
         point_ids = tuple(ids[(s.token, i)] for i in range(s.size))
         res = backend.eval_batches(point_ids)[0][0]
         token = _token(plan)
