@@ -153,6 +153,14 @@ stop_daemon() {
   return 1
 }
 
+any_daemon_alive() {
+  local name
+  for name in "${DAEMONS[@]}"; do
+    daemon_pid "$1" "$name" >/dev/null && return 0
+  done
+  return 1
+}
+
 # Stop what `up` started in DIR, put /etc/slurm and /etc/hosts back, remove DIR.
 teardown() {
   local dir=$1 name f ids i failed=0
@@ -280,6 +288,24 @@ cmd_up() {
   PATH=$PATH:/usr/sbin:/sbin
 
   owner=$(conf_owner || true)
+  # A cluster whose daemons all died with their machine (a reboot, a restored snapshot) left
+  # its state behind: take that down first instead of asking for a manual `down`.
+  for p in "$owner" "$dir"; do
+    if [[ -n $p && -e $p/$MARKER ]] && ! any_daemon_alive "$p"; then
+      log "$p is left from a dev cluster whose daemons are all gone; taking it down first"
+      teardown "$p"
+    fi
+  done
+  owner=$(conf_owner || true)
+  if [[ -n $owner && ! -e $owner ]]; then
+    # Its state dir (and with it the backup of the configs it replaced) is gone: the tagged
+    # configs are orphans of ours.
+    log "/etc/slurm holds the configs of a dev cluster whose state dir $owner is gone; removing them"
+    for f in "${CONF_FILES[@]}"; do
+      [[ $(head -n1 "/etc/slurm/$f" 2>/dev/null) == "$CONF_TAG"* ]] && rm -f -- "/etc/slurm/$f"
+    done
+    owner=""
+  fi
   [[ -z $owner ]] || die "a dev cluster is already up or was not taken down (state dir $owner); run '$PROG down $owner' first"
   for p in "${PORTS[@]}"; do
     port_listening "$p" && die "TCP port $p is in use (another Slurm on this host?); Slurm dev cluster needs ports ${PORTS[*]}"

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,6 +269,19 @@ def test_sbatch_refusal_is_one_line_and_leaves_nothing_pending(
     # The refused submission holds nothing: the next launch submits the point.
     dry = cli("launch", f"sweep={path}", "samples_seen=[256]", "--db", db, "--dry-run", env=env)
     assert "would submit 1 points" in dry.stdout, dry.stdout
+
+
+def test_up_takes_down_the_state_a_dead_cluster_left(slurm_cluster: str) -> None:
+    # A state dir whose daemons died with their machine (a reboot, a restored snapshot): `up`
+    # removes it instead of asking for a manual `down`; the live cluster is still refused.
+    stale = Path(tempfile.mkdtemp(prefix="stale-", dir="/var/tmp"))
+    (stale / ".clipscale-slurm").touch()
+    (stale / "pids").mkdir()
+    (stale / "pids" / "munged").write_text("999999999 1\n")
+    out = subprocess.run([str(SCRIPT), "up", str(stale)], capture_output=True, text=True, timeout=120)
+    assert not stale.exists(), out.stderr
+    assert out.returncode == 1 and "a dev cluster is already up" in out.stderr, out.stderr
+    assert subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0
 
 
 def test_slurm_down_is_one_line(slurm_cluster: str, world: Path, tmp_path: Path) -> None:
