@@ -27,6 +27,9 @@ PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "p
 LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
 CLUSTER_KINDS = ("local", "slurm")
 EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe")
+# How a samples-seen axis is trained: one run per point; one constant-LR trunk with a
+# cooldown branch per point; or the trunk's checkpoints as points (scaling/trajectory.py).
+SAMPLES_MODES = ("separate", "branches", "checkpoints")
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,8 @@ class SweepSpec:
     runs_root: str = "runs"
     eval: EvalSpec = EvalSpec()
     checkpoints: CheckpointPolicy = CheckpointPolicy()
+    samples_mode: str = "separate"
+    cooldown: float = 0.2  # branches: the cooldown's share of each point's samples seen
 
 
 # ---------------------------------------------------------------- where configs live
@@ -339,7 +344,7 @@ def load_sweep(
 
 _TOP_KEYS = {
     "name", "description", "data_root", "runs_root", "eval", "include", "exclude", "train", "points",
-    "finetune", "gpu", "cluster", "clusters", "checkpoints", *AXIS_KEYS,
+    "finetune", "gpu", "cluster", "clusters", "checkpoints", "samples_mode", "cooldown", *AXIS_KEYS,
 }  # fmt: skip
 
 
@@ -496,6 +501,12 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
     train = _default_train(raw.get("train") or {}, f"{where}: train")
     rules = tuple(_rule(r, f"{where}: points") for r in raw.get("points") or ())
     finetune = _finetune(raw.get("finetune"), f"{where}: finetune")
+    samples_mode = _choice("samples_mode", raw.get("samples_mode") or "separate", where, SAMPLES_MODES)
+    if samples_mode != "separate" and finetune is not None:
+        raise ClipscaleError(f"{where}: samples_mode={samples_mode} does not combine with finetune (a second "
+                             "stage); use samples_mode=separate")  # fmt: skip
+    # A cooldown of the whole run, or of none of it, leaves no trunk to branch from.
+    cooldown = _float("cooldown", raw.get("cooldown", 0.2), where, 0.0, 1.0, False)
 
     named: dict[str, set[str]] = {"model": set(), "data": set()}
     for coords in (dict(axes), *include, *exclude, *(r.match for r in rules), finetune or {}):
@@ -521,6 +532,8 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
         runs_root=str(raw.get("runs_root") or "runs"),
         eval=_eval(raw.get("eval"), f"{where}: eval"),
         checkpoints=_checkpoints(raw.get("checkpoints"), f"{where}: checkpoints"),
+        samples_mode=samples_mode,
+        cooldown=cooldown,
     )
 
 

@@ -39,6 +39,18 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Trajectory:
+    """Where a point of a trajectory (``scaling.trajectory``) takes its weights from: the
+    trunk's checkpoint at ``start_epoch`` (its parent's), trained on at constant LR (a
+    segment of the trunk, ``from_checkpoint``) or cooled down for ``cooldown_epochs``."""
+
+    trunk: str
+    start_epoch: int
+    cooldown_epochs: int
+    from_checkpoint: bool
+
+
+@dataclass(frozen=True)
 class GridPoint:
     """A fully resolved run. ``id`` is a hash of everything that defines the run."""
 
@@ -56,6 +68,23 @@ class GridPoint:
     model_config: Mapping[str, Any] | None
     data_size: int
     shards: str  # resolved shard pattern: machine-specific, so not part of the id
+    trajectory: Trajectory | None = None  # None: a run of its own (samples_mode=separate)
+
+    @property
+    def start_epoch(self) -> int:
+        """The epoch training starts at: its parent's checkpoint's, for a trajectory."""
+        return self.trajectory.start_epoch if self.trajectory else 0
+
+    @property
+    def trained_samples(self) -> int:
+        """Samples this run trains itself; the rest its weights saw in the trunk."""
+        return self.samples_seen - self.start_epoch * self.samples_per_epoch
+
+    @property
+    def resumes_parent(self) -> bool:
+        """Whether training resumes its parent's checkpoint (weights, optimizer, epoch), as a
+        trajectory does, rather than starting anew from its weights (a second stage)."""
+        return self.trajectory is not None and self.parent is not None
 
 
 def _value(coords: Mapping[str, Any], key: str, train: TrainSettings) -> Any:
@@ -142,14 +171,32 @@ def point_id(fields: Mapping[str, Any], label: str) -> str:
     return f"{label}_{digest[:12]}"
 
 
-def _label(model: str, data: str, target: int, train: TrainSettings, stage: int) -> str:
+def _label(model: str, data: str, target: int, train: TrainSettings, stage: int,
+           traj: Trajectory | None = None) -> str:  # fmt: skip
     parts = [model, data, format_count(target)]
     for short, value in (("i", train.image_size), ("t", train.context_length), ("pd", train.patch_dropout)):
         if value is not None:
             parts.append(f"{short}{value:g}")
     if stage > 1:
         parts.append("ft")
+    if traj is not None:
+        parts.append("ckpt" if traj.from_checkpoint else f"cd{traj.cooldown_epochs}")
     return "_".join(parts)
+
+
+def _identity(model: ModelSpec, data: DataSpec, train: TrainSettings) -> dict[str, Any]:
+    config = dict(model.open_clip_config) if model.open_clip_config is not None else None
+    # epoch_samples only guided the choice of epochs, which the id now holds exactly; the
+    # other execution settings change how the run is executed, not what it learns.
+    settings = {k: v for k, v in asdict(train).items() if k not in EXECUTION_FIELDS}
+    return {"model": model.name, "model_config": config, "data": data.name, "data_size": data.num_samples,
+            "train": settings}  # fmt: skip
+
+
+def trunk_id(sweep: SweepSpec, model: ModelSpec, data: DataSpec, train: TrainSettings) -> str:
+    """A trajectory's trunk: its model, data and constant-LR settings with its epoch length,
+    whatever epochs its segments end at."""
+    return point_id({"trunk": _identity(model, data, train)}, f"{model.name}_{data.name}_trunk")
 
 
 def make_point(
@@ -159,26 +206,24 @@ def make_point(
     data: DataSpec,
     exact: Mapping[str, int],
     parent: str | None,
+    traj: Trajectory | None = None,
 ) -> GridPoint:
     """Freeze a candidate with its exact sample plan (``epochs``, ``train_num_samples``,
     ``samples_per_epoch``, ``samples_seen``, ``steps``) into a grid point."""
     train = replace(cand.train, epochs=exact["epochs"], train_num_samples=exact["train_num_samples"])
-    config = dict(model.open_clip_config) if model.open_clip_config is not None else None
-    # epoch_samples only guided the choice of epochs, which the id now holds exactly; the
-    # other execution settings change how the run is executed, not what it learns.
-    settings = {k: v for k, v in asdict(train).items() if k not in EXECUTION_FIELDS}
-    identity = {
-        "model": model.name,
-        "model_config": config,
-        "data": data.name,
-        "data_size": data.num_samples,
-        "stage": cand.stage,
-        "parent": parent,
-        "samples_seen": exact["samples_seen"],
-        "train": settings,
-    }
+    identity = {**_identity(model, data, train), "stage": cand.stage, "parent": parent,
+                "samples_seen": exact["samples_seen"]}  # fmt: skip
+    if traj is not None:
+        # A segment's weights are the trunk's at its epoch, wherever the segment before it
+        # ended (a longer axis planned later adds segments between): its parent is no part
+        # of what it is. A branch is its segment's checkpoint cooled down.
+        identity.update(trunk=traj.trunk, cooldown_epochs=traj.cooldown_epochs)
+        if traj.from_checkpoint:
+            identity["parent"] = None
+    label = _label(model.name, data.name, cand.samples_seen, train, cand.stage, traj)
+    config = identity["model_config"]
     return GridPoint(
-        id=point_id(identity, _label(model.name, data.name, cand.samples_seen, train, cand.stage)),
+        id=point_id(identity, label),
         sweep=sweep.name,
         model=model.name,
         data=data.name,
@@ -192,4 +237,5 @@ def make_point(
         model_config=config,
         data_size=data.num_samples,
         shards=resolve_shards(data.shards, sweep.data_root),
+        trajectory=traj,
     )

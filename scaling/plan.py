@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scaling.checkpoints import checkpoint_gb, disk_gb
 from scaling.compute import Macs, MacsCache, gpu_hours, macs_for, macs_key, plan_samples
 from scaling.config import SweepSpec, load_sweep
 from scaling.errors import ClipscaleError
-from scaling.grid import GridPoint, expand, make_point
+from scaling.grid import Candidate, GridPoint, expand, make_point
+from scaling.trajectory import trajectory_points
 
 
 @dataclass(frozen=True)
 class PlannedPoint:
     point: GridPoint
     macs: Macs  # per sample, GMACs, at this stage's image size / context / patch dropout
-    stage_compute_gmacs: float  # this stage alone
-    compute_gmacs: float  # the final model's: a fine-tuning stage adds its parent's
-    gpu_hours: float  # this stage alone
+    stage_compute_gmacs: float  # this run alone (a branch: its cooldown; a segment: its epochs)
+    compute_gmacs: float  # what the final weights took: a second stage adds its parent's
+    gpu_hours: float  # this run alone: a trajectory's runs add up to what it spends
     disk_gb: float = 0.0  # the most its checkpoints take at once (checkpoints.disk_gb)
 
     def record(self) -> dict[str, Any]:
@@ -32,6 +34,12 @@ class PlannedPoint:
             "data": p.data,
             "stage": p.stage,
             "parent": p.parent,
+            "schedule": t.lr_scheduler,
+            "trunk": p.trajectory.trunk if p.trajectory else None,
+            "from_checkpoint": bool(p.trajectory and p.trajectory.from_checkpoint),
+            "start_epoch": p.start_epoch,
+            "cooldown_epochs": p.trajectory.cooldown_epochs if p.trajectory else 0,
+            "cooldown": cooldown_share(p),
             "samples_seen_target": p.samples_seen_target,
             "samples_seen": p.samples_seen,
             "epochs": t.epochs,
@@ -62,10 +70,20 @@ class PlannedPoint:
         }
 
 
+def cooldown_share(p: GridPoint) -> float | None:
+    """The share of a point's samples seen spent in its cooldown (a trajectory's branch)."""
+    if p.trajectory is None or not p.trajectory.cooldown_epochs:
+        return None
+    return p.trajectory.cooldown_epochs / (p.train.epochs or 1)
+
+
 @dataclass(frozen=True)
 class Plan:
     sweep: SweepSpec
     points: tuple[PlannedPoint, ...]
+    # What the same points cost trained one run each (samples_mode=separate), for a sweep
+    # trained as trajectories; None for a separate sweep.
+    separate_gpu_hours: float | None = None
 
     @property
     def total_gpu_hours(self) -> float:
@@ -86,6 +104,51 @@ class Plan:
 def plan_spec(spec: SweepSpec, cache: MacsCache | None = None) -> Plan:
     """Resolve and check every point of ``spec`` before anything is run."""
     candidates = expand(spec)
+    if spec.samples_mode == "separate":
+        points = _separate(spec, candidates)
+    else:
+        points = _trajectories(spec, candidates)
+    _check_unique(points)
+
+    archs = [_arch(spec, p) for p in points]
+    macs = macs_for(archs, cache)
+    planned: list[PlannedPoint] = []
+    by_id: dict[str, PlannedPoint] = {}
+    for point, arch in zip(points, archs, strict=True):
+        m = macs[macs_key(*arch)]
+        stage = m.total * point.trained_samples
+        if point.resumes_parent or point.parent is None:
+            total = m.total * point.samples_seen
+        else:  # a second stage: its first stage's compute, at that stage's shapes, and its own
+            total = stage + by_id[point.parent].compute_gmacs
+        hours = gpu_hours(m.total, point.trained_samples, spec.gpu)
+        disk = disk_gb(m.params, spec.checkpoints, point.train.epochs or 1)
+        planned.append(PlannedPoint(point, m, stage, total, hours, disk))
+        by_id[point.id] = planned[-1]
+    separate = None
+    if spec.samples_mode != "separate":
+        with contextlib.suppress(ClipscaleError):  # points too short to train alone
+            separate = plan_spec(replace(spec, samples_mode="separate"), cache).total_gpu_hours
+    return Plan(spec, tuple(planned), separate)
+
+
+def _trajectories(spec: SweepSpec, candidates: Sequence[Candidate]) -> list[GridPoint]:
+    """Candidates that differ only in samples seen form one trajectory each, trained with
+    the settings of its largest point (the run it stands in for), its epochs chosen anew."""
+    groups: dict[tuple[object, ...], list[Candidate]] = {}
+    for cand in candidates:
+        key = (cand.model, cand.data, *(kv for kv in cand.coords if kv[0] != "samples_seen"))
+        groups.setdefault(key, []).append(cand)
+    points: list[GridPoint] = []
+    for group in groups.values():
+        largest = max(group, key=lambda c: c.samples_seen)
+        train = replace(largest.train, epochs=None, train_num_samples=None)
+        group = [replace(c, train=train) for c in group]
+        points += trajectory_points(spec, group, spec.models[largest.model], spec.datasets[largest.data])
+    return points
+
+
+def _separate(spec: SweepSpec, candidates: Sequence[Candidate]) -> list[GridPoint]:
     points: list[GridPoint] = []
     for cand in candidates:
         data = spec.datasets[cand.data]
@@ -98,21 +161,7 @@ def plan_spec(spec: SweepSpec, cache: MacsCache | None = None) -> Plan:
             )
         parent = points[cand.parent].id if cand.parent is not None else None
         points.append(make_point(spec, cand, spec.models[cand.model], data, exact.as_dict(), parent))
-    _check_unique(points)
-
-    archs = [_arch(spec, p) for p in points]
-    macs = macs_for(archs, cache)
-    planned: list[PlannedPoint] = []
-    by_id: dict[str, PlannedPoint] = {}
-    for point, arch in zip(points, archs, strict=True):
-        m = macs[macs_key(*arch)]
-        stage = m.total * point.samples_seen
-        total = stage + (by_id[point.parent].compute_gmacs if point.parent else 0.0)
-        hours = gpu_hours(m.total, point.samples_seen, spec.gpu)
-        disk = disk_gb(m.params, spec.checkpoints, point.train.epochs or 1)
-        planned.append(PlannedPoint(point, m, stage, total, hours, disk))
-        by_id[point.id] = planned[-1]
-    return Plan(spec, tuple(planned))
+    return points
 
 
 def _arch(spec: SweepSpec, p: GridPoint) -> tuple[Any, int | None, int | None, float | None]:

@@ -28,12 +28,14 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     console = console or _console()
     spec = plan.sweep
     staged = any(p.point.stage > 1 for p in plan.points)
+    traced = any(p.point.trajectory for p in plan.points)  # trained as trajectories
     table = Table(
         title=f"sweep {spec.name}: {len(plan.points)} points",
         caption=f"{spec.gpu.hours} on {spec.gpu.name} at {spec.gpu.mfu:.0%} of {spec.gpu.peak_tflops:g} "
         "TFLOP/s",
     )
-    columns = ["id", "model", "data", *(["stage"] if staged else []), "samples seen", "epochs",
+    columns = ["id", "model", "data", *(["stage"] if staged else []),
+               *(["trunk", "from epoch", "cooldown"] if traced else []), "samples seen", "epochs",
                "global batch", "lr", "warmup", "GMACs/sample", "compute (GMACs)", spec.gpu.hours,
                "disk (GB)"]  # fmt: skip
     for name in columns:
@@ -46,6 +48,7 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
             p.point.model,
             p.point.data,
             *([str(p.point.stage)] if staged else []),
+            *(_trajectory_cells(p.point) if traced else []),
             format_count(p.point.samples_seen),
             str(t.epochs),
             f"{t.global_batch_size:,}",
@@ -65,6 +68,29 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     table.add_section()
     table.add_row("total", "", "", *blanks)
     console.print(table)
+    if plan.separate_gpu_hours is not None:
+        console.print(saving_line(plan))
+
+
+def saving_line(plan: Plan) -> str:
+    """What a sweep trained as trajectories spends against the same points trained apart."""
+    unit, ours, apart = plan.sweep.gpu.hours, plan.total_gpu_hours, plan.separate_gpu_hours or 0.0
+    saved = f"{1 - ours / apart:.0%} less" if apart else "n/a"
+    return (f"samples_mode={plan.sweep.samples_mode}: {_hours(ours)} {unit} against {_hours(apart)} {unit} "
+            f"for the same points trained separately ({saved})")  # fmt: skip
+
+
+def _trajectory_cells(p: GridPoint) -> list[str]:
+    traj = p.trajectory
+    if traj is None:
+        return ["", "", ""]
+    epochs = p.train.epochs or 1
+    cooldown = (
+        "checkpoint"
+        if traj.from_checkpoint
+        else f"{traj.cooldown_epochs} ep ({traj.cooldown_epochs / epochs:.0%})"
+    )
+    return [traj.trunk.rsplit("_", 1)[-1], str(traj.start_epoch), cooldown]
 
 
 def _hours(hours: float) -> str:
