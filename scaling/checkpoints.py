@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,6 +83,23 @@ def prepare_resume(run_dir: Path) -> str | None:
             os.link(path, latest)
             return f"{said}; resuming from {path.name}"
     return f"{said} and no readable epoch is left: starting afresh"
+
+
+def adopt(source: Path, run_dir: Path) -> Path:
+    """Make ``source`` (another run's checkpoint) this run's latest: a hard link where the
+    file system allows one (no copy of a multi-GB file), else a copy, put in place by a
+    rename so that a kill leaves either no latest or a whole one."""
+    folder(run_dir).mkdir(parents=True, exist_ok=True)
+    latest = folder(run_dir) / LATEST
+    staged = latest.with_name(f"{LATEST}.adopting")
+    with contextlib.suppress(FileNotFoundError):
+        staged.unlink()
+    try:
+        os.link(source, staged)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(source, staged)
+    os.replace(staged, latest)
+    return latest
 
 
 def finish(run_dir: Path, policy: CheckpointPolicy) -> Path | None:

@@ -104,6 +104,9 @@ def open_clip_argv(
                      ("--local-loss", t.local_loss), ("--gather-with-grad", t.gather_with_grad)):  # fmt: skip
         if on:
             argv.append(flag)
+    if point.trajectory is not None and point.trajectory.cooldown_epochs:
+        # A branch resumes at its cooldown's first epoch: its whole run is the cooldown.
+        argv += ["--epochs-cooldown", str(point.trajectory.cooldown_epochs)]
     if t.image_size is not None:
         argv += ["--force-image-size", str(t.image_size)]
     if t.context_length is not None:
@@ -236,7 +239,7 @@ def train(spec: RunSpec, progress: Progress | None = None, quiet: bool = True) -
     # Every rank runs the cheap checks, so that none waits in the rendezvous for a peer that
     # stopped at them; the shards (validated before submission) only rank 0 reads again, as
     # a thousand ranks stat-ing 200k shards each would load the shared file system.
-    pretrained = _parent_checkpoint(root, point)
+    pretrained = None if point.resumes_parent else _parent_checkpoint(root, point)
     if rank.rank == 0:
         check_shards(point.shards)
     check_eval_sets(spec.evals)
@@ -246,6 +249,8 @@ def train(spec: RunSpec, progress: Progress | None = None, quiet: bool = True) -
         note = checkpoints.prepare_resume(directory)
         if note:
             _note(directory, note)
+        if point.resumes_parent:
+            _continue_parent(root, point, directory)
     record = distributed.RankRecord(directory, rank, _console_path(directory, rank.rank))
     record.start()
     started = now()
@@ -308,13 +313,15 @@ def _finish_training(
         error = error or "the training loss became NaN or infinite"
     elif error is None and final is None:
         error = f"training ended without a readable final checkpoint ({checkpoints.LATEST})"
-    elif error is None and log.samples_seen != point.samples_seen:
-        error = f"the trainer saw {log.samples_seen:,} samples; the plan says {point.samples_seen:,}"
+    elif error is None and log.samples_seen != point.trained_samples:
+        error = f"the trainer saw {log.samples_seen:,} samples; the plan says {point.trained_samples:,}"
     train_time = log.train_time_s or None
     speed = log.steady_samples_per_s or (round(log.samples_seen / train_time, 3) if train_time else None)
     if error is None and final is not None:
         trained = Trained(
-            id=point.id, samples_seen=log.samples_seen, epochs=point.train.epochs or 0,
+            # What the weights have seen: a trajectory's run continues its parent's samples.
+            id=point.id, samples_seen=point.samples_seen - point.trained_samples + log.samples_seen,
+            epochs=point.train.epochs or 0,
             checkpoint=str(final.relative_to(directory)), train_time_s=train_time, samples_per_s=speed,
             mfu=_mfu(spec, speed, rank.world, device), ranks=rank.world, loss=log.loss_summary(),
             started_at=started, finished_at=now(), host=socket.gethostname(),
@@ -323,7 +330,8 @@ def _finish_training(
         return trained
     outcome = Outcome(
         id=point.id, status="diverged" if diverged else "failed",
-        samples_seen=log.samples_seen or None, samples_seen_planned=point.samples_seen,
+        samples_seen=(point.samples_seen - point.trained_samples + log.samples_seen) if log.samples_seen else None,
+        samples_seen_planned=point.samples_seen,
         epochs=point.train.epochs or 0, wall_time_s=0.0, train_time_s=train_time, samples_per_s=speed,
         loss=log.loss_summary(), error=error, log_tail=lines[-LOG_TAIL:], started_at=started,
         finished_at=now(), host=socket.gethostname(), versions=versions(), ranks=rank.world,
@@ -386,6 +394,25 @@ def _train(
 
     register_models([model])
     return main(open_clip_argv(point, root, device, pretrained, policy))
+
+
+def _continue_parent(root: Path, point: GridPoint, directory: Path) -> None:
+    """A trajectory's run (a trunk segment, a branch) resumes its parent's final checkpoint:
+    weights, optimizer state and epoch. Linked in as this run's latest checkpoint, it is what
+    ``--resume latest`` reads until the run writes its own (the trainer replaces the latest
+    by a rename, so the parent's file is never written through the link)."""
+    if (checkpoints.folder(directory) / checkpoints.LATEST).exists():
+        return  # resumed before: its own latest checkpoint is further along
+    parent_dir = root / str(point.parent)
+    trained = read_trained(parent_dir) if parent_dir.is_dir() else None
+    source = parent_dir / trained.checkpoint if trained is not None else None
+    if source is None or not checkpoints.readable(source):
+        raise ClipscaleError(
+            f"point {point.id} resumes the trunk's checkpoint of {point.parent}, which "
+            + ("has not finished training" if trained is None else f"is gone or unreadable ({source})")
+        )
+    checkpoints.adopt(source, directory)
+    _note(directory, f"resuming the trunk at epoch {point.start_epoch} from {source}")
 
 
 def _parent_checkpoint(root: Path, point: GridPoint) -> Path | None:

@@ -1,0 +1,92 @@
+"""A trajectory trained for real on the CPU: the trunk's segments at constant learning rate,
+then branches that resume a segment's checkpoint and cool down to their samples seen."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+from test_train import tiny_plan
+
+from scaling import checkpoints
+from scaling.errors import ClipscaleError
+from scaling.plan import Plan
+from scaling.train import run_dir, run_point
+
+pytestmark = pytest.mark.torch
+
+_LR = re.compile(r"Train Epoch: (\d+) .* LR: ([0-9.e-]+)")
+
+
+def _lrs(directory: Path) -> list[tuple[int, float]]:
+    return [(int(m[1]), float(m[2])) for m in _LR.finditer((directory / "out.log").read_text())]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trajectory(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    tmp = tmp_path_factory.mktemp("trajectory")
+    return tiny_plan(tmp, world, tmp / "runs", ["+samples_mode=branches", "samples_seen=[512,1024]"])
+
+
+def _run(p: Plan, point_id: str):  # type: ignore[no-untyped-def]
+    q = next(q.point for q in p.points if q.point.id == point_id)
+    return run_point(q, p.sweep.models[q.model], p.sweep.eval, p.sweep.runs_root, quiet=True)
+
+
+def test_a_branch_waits_for_its_segment_then_cools_down_to_exactly_its_samples(trajectory: Plan) -> None:
+    p = trajectory
+    segments = [q.point for q in p.points if q.point.trajectory.from_checkpoint]
+    branches = [q.point for q in p.points if not q.point.trajectory.from_checkpoint]
+    root = Path(p.sweep.runs_root)
+    # Before its segment has trained, a branch refuses to start, and trains nothing.
+    with pytest.raises(ClipscaleError, match="has not finished training"):
+        _run(p, branches[0].id)
+    assert not (checkpoints.folder(run_dir(root, branches[0])) / checkpoints.LATEST).exists()
+
+    for s in segments:
+        outcome = _run(p, s.id)
+        assert outcome.status == "succeeded", outcome.error
+        assert outcome.samples_seen == s.samples_seen  # its weights' samples, the trunk's before it included
+        lrs = _lrs(run_dir(root, s))
+        assert {e for e, _ in lrs} == set(range(s.start_epoch, s.train.epochs))  # only its own epochs
+        past_warmup = [lr for e, lr in lrs if e * (s.steps // s.train.epochs) >= s.train.warmup]
+        assert past_warmup and all(lr == pytest.approx(s.train.lr) for lr in past_warmup)
+    parents = {s.id: run_dir(root, s) / "checkpoints" / checkpoints.LATEST for s in segments}
+    before = {sid: _digest(path) for sid, path in parents.items()}
+
+    for b in branches:
+        outcome = _run(p, b.id)
+        assert outcome.status == "succeeded", outcome.error
+        assert outcome.samples_seen == b.samples_seen == b.train.epochs * b.samples_per_epoch
+        lrs = _lrs(run_dir(root, b))
+        # The whole run is the cooldown: from the trunk's rate down towards zero.
+        assert lrs[0][0] == b.trajectory.start_epoch and lrs[0][1] == pytest.approx(b.train.lr)
+        assert all(x[1] > y[1] for x, y in zip(lrs, lrs[1:], strict=False))
+        # open_clip logs every epoch's last step: the last of a linear decay over the cooldown.
+        cooldown_steps = b.trajectory.cooldown_epochs * (b.steps // b.train.epochs)
+        assert lrs[-1][1] == pytest.approx(b.train.lr / cooldown_steps, rel=1e-3)
+    # The branches resumed the segments' checkpoints through links and left them as they were.
+    assert {sid: _digest(path) for sid, path in parents.items()} == before
+
+
+def test_a_requeued_branch_resumes_its_own_checkpoint_not_the_trunks(trajectory: Plan) -> None:
+    p = trajectory
+    branch = max((q.point for q in p.points), key=lambda q: q.samples_seen)
+    directory = run_dir(p.sweep.runs_root, branch)
+    if not (directory / "outcome.json").exists():
+        pytest.skip("needs the trajectory trained by the test before")
+    # As a time limit leaves it: its own latest checkpoint, no result yet.
+    for name in ("outcome.json", "trained.json"):
+        (directory / name).unlink()
+    own = checkpoints.folder(directory) / checkpoints.LATEST
+    digest = _digest(own)
+    _run(p, branch.id)
+    assert _digest(own) == digest  # nothing re-linked from the trunk over its own
+    log = (directory / "out.log").read_text()
+    assert log.count("clipscale: resuming the trunk at epoch") == 1, log
