@@ -328,9 +328,10 @@ def _finish_training(
         )  # fmt: skip
         write_trained(directory, trained)
         return trained
+    inherited = point.samples_seen - point.trained_samples  # the trunk's, for a trajectory's run
     outcome = Outcome(
         id=point.id, status="diverged" if diverged else "failed",
-        samples_seen=(point.samples_seen - point.trained_samples + log.samples_seen) if log.samples_seen else None,
+        samples_seen=inherited + log.samples_seen if log.samples_seen else None,
         samples_seen_planned=point.samples_seen,
         epochs=point.train.epochs or 0, wall_time_s=0.0, train_time_s=train_time, samples_per_s=speed,
         loss=log.loss_summary(), error=error, log_tail=lines[-LOG_TAIL:], started_at=started,

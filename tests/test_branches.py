@@ -90,3 +90,64 @@ def test_a_requeued_branch_resumes_its_own_checkpoint_not_the_trunks(trajectory:
     assert _digest(own) == digest  # nothing re-linked from the trunk over its own
     log = (directory / "out.log").read_text()
     assert log.count("clipscale: resuming the trunk at epoch") == 1, log
+
+
+# ---------------------------------------------------------------- dispatched
+
+
+def _dispatched(tmp: Path, world: Path, name: str, extra: list[str] | None = None) -> Plan:
+    from conftest import dispatch_sweep
+
+    from scaling.plan import plan
+
+    path = dispatch_sweep(tmp, world, name, samples="256, 512")
+    return plan(str(path), ["+samples_mode=branches", *(extra or [])])
+
+
+def test_a_trajectory_launched_locally_trains_every_branch_and_a_relaunch_submits_nothing(
+    world: Path, tmp_path: Path
+) -> None:
+    from conftest import wait_done
+
+    from scaling.dispatch import launch
+    from scaling.outcome import read_outcome
+    from scaling.store import connect, runs
+
+    p = _dispatched(tmp_path, world, "traj")
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    report = launch(p, engine)
+    assert report.submitted == len(p.points) == 4  # two segments, two branches
+    summary = wait_done(p, engine, 600)
+    assert summary.counts == {"succeeded": 4}, summary
+    for q in p.points:
+        outcome = read_outcome(run_dir(p.sweep.runs_root, q.point))
+        assert outcome is not None and outcome.samples_seen == q.point.samples_seen
+    again = launch(p, engine)
+    assert again.submitted == 0 and again.skipped == {"finished": 4}
+    frame = runs(str(engine.url), "sweep=traj")
+    assert len(frame) == 4 and frame["toy_shapes/acc1"].notna().all()
+
+
+def test_a_failed_trunk_fails_its_branches_with_the_reason(world: Path, tmp_path: Path) -> None:
+    from conftest import wait_done
+
+    from scaling.dispatch import launch
+    from scaling.store import connect, runs
+
+    # An argument the trainer rejects fails the first segment at once.
+    p = _dispatched(tmp_path, world, "trajbad", ["+train.extra_args=[--no-such-flag]"])
+    engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    launch(p, engine)
+    summary = wait_done(p, engine, 300)
+    assert summary.counts == {"failed": 4}, summary
+    frame = runs(str(engine.url), "sweep=trajbad").set_index("id")
+    first = next(q.point for q in p.points if q.point.parent is None)
+    assert "open_clip_train exited" in frame.loc[first.id, "error"]
+    for q in p.points:
+        if q.point.parent is not None:
+            error = frame.loc[q.point.id, "error"]
+            assert error.startswith(f"never ran: its trunk segment {q.point.parent} did not finish training"), error
+    # Its branches wait for the trunk: relaunching without --retry-failed submits none of them.
+    again = launch(p, engine)
+    assert again.submitted == 0
+    assert again.skipped == {"failed (resubmit with --retry-failed)": 1, "its trunk segment failed": 3}

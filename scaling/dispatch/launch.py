@@ -156,6 +156,7 @@ class Followed:
     ranks: int
     parent: str | None
     gpu_hours: float  # planned; 0 for a point not in this plan
+    resumes: bool = False  # resumes its parent's checkpoint (a trajectory): needs it trained, not evaluated
 
 
 def followed(plan: Plan, engine: Engine) -> dict[str, Followed]:
@@ -164,13 +165,15 @@ def followed(plan: Plan, engine: Engine) -> dict[str, Followed]:
     for pid, gmacs, config in transaction(engine, lambda conn: launched_points(conn, plan.sweep.name)):
         if pid not in out:
             ranks = int((config.get("train") or {}).get("gpus") or 1)
-            out[pid] = Followed(pid, root / pid, gmacs, ranks, config.get("parent"), 0.0)
+            resumes = config.get("trajectory") is not None and config.get("parent") is not None
+            out[pid] = Followed(pid, root / pid, gmacs, ranks, config.get("parent"), 0.0, resumes)
     return out
 
 
 def _planned(root: Path, p: PlannedPoint) -> Followed:
     t = p.point.train
-    return Followed(p.point.id, run_dir(root, p.point), p.macs.total, t.gpus, p.point.parent, p.gpu_hours)
+    return Followed(p.point.id, run_dir(root, p.point), p.macs.total, t.gpus, p.point.parent, p.gpu_hours,
+                    p.point.resumes_parent)  # fmt: skip
 
 
 def point_states(
@@ -203,16 +206,27 @@ def _decide(p: PlannedPoint, states: dict[str, state.PointState], taken: set[str
         return "finished"
     if st.active:
         return "pending or running"
-    parent = states.get(p.point.parent or "")
-    if p.point.parent is not None and not (parent and parent.done) and p.point.parent not in taken:
-        if parent is not None and parent.status in FAILURES:
-            return "first stage failed"
-        return "waiting for its first stage"
+    if p.point.parent is not None and p.point.parent not in taken:
+        parent = states.get(p.point.parent)
+        if p.point.resumes_parent:  # a trajectory's run needs its parent's checkpoint, not its evaluation
+            if not (parent and _trained(parent)):
+                if parent is not None and parent.status in FAILURES:
+                    return "its trunk segment failed"
+                return "waiting for its trunk segment"
+        elif not (parent and parent.done):
+            if parent is not None and parent.status in FAILURES:
+                return "first stage failed"
+            return "waiting for its first stage"
     if st.status in FAILURES and not options.retry_failed:
         return "failed (resubmit with --retry-failed)"
     if st.tries >= options.max_attempts:
         return f"had {st.tries} attempts (--max-attempts)"
     return None
+
+
+def _trained(st: state.PointState) -> bool:
+    """Whether a point's training has finished with a checkpoint: what a branch resumes."""
+    return st.next_stage == EVAL or st.status == "succeeded"
 
 
 def _choose(
@@ -347,7 +361,8 @@ def _dependencies(
     plan: Plan, engine: Engine, backend: Backend, b: NewSubmission, jobs: dict[str, str]
 ) -> list[list[Dep]]:
     """What each task of a batch waits for: an evaluation for task i of its training batch;
-    a second stage for its first stage's active evaluation (none once that succeeded)."""
+    a second stage for its first stage's active evaluation (none once that succeeded); a
+    trajectory's segment or branch for its parent's active training (none once trained)."""
     if b.after is not None:
         train = next(s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])
                      if s.token == b.after)  # fmt: skip
@@ -364,6 +379,8 @@ def _dependencies(
     for pid in b.point_ids:
         parent = by_id[pid].parent
         live = [a for a in history.get(parent or "", []) if a.state in ACTIVE and a.submission in subs]
+        if by_id[pid].resumes_parent:  # a trajectory's run waits for its parent's training alone
+            live = [a for a in live if a.stage == TRAIN]
         out.append([Dep(subs[a.submission].folder, subs[a.submission].job_id or "", a.array_index or 0,
                         a.job_id or "") for a in live[-1:] if a.submission])  # fmt: skip
     return out
@@ -429,12 +446,13 @@ def _reconcile(
     by_id = followed(plan, engine)
     changes: list[dict[str, Any]] = []
     finished: list[tuple[AttemptInfo, str]] = []
-    ended: dict[tuple[str, str], str] = {}  # (point, stage) -> how it ended in this pass
+    ended: dict[tuple[str, str], tuple[str, str | None]] = {}  # (point, stage) -> its end in this pass
 
-    def last(point_id: str, stage: str) -> str | None:
+    def last(point_id: str, stage: str) -> tuple[str, str | None] | None:
+        """How the point's last attempt at ``stage`` ended: (state, reason)."""
         if (point_id, stage) in ended:
             return ended[(point_id, stage)]
-        done = [x.state for x in history.get(point_id, []) if x.stage == stage]
+        done = [(x.state, x.exit_reason) for x in history.get(point_id, []) if x.stage == stage]
         return done[-1] if done else None
 
     def order(a: AttemptInfo) -> tuple[bool, bool]:  # first stages, and trainings, end first
@@ -452,7 +470,7 @@ def _reconcile(
         if st.state not in ACTIVE:
             change.update(_ending(by_id.get(a.point_id), a, st, Path(change["log_path"]), last))
             finished.append((a, change["state"]))
-            ended[(a.point_id, a.stage)] = change["state"]
+            ended[(a.point_id, a.stage)] = (change["state"], change.get("exit_reason"))
         changes.append(change)
     ingested = _ingest(plan, engine, by_id, finished, track)
     # After the outcomes: an attempt's end says what the outcome said and what the scheduler saw.
@@ -460,9 +478,10 @@ def _reconcile(
     return summarize(plan, engine, ingested, by_id), adopted, voided
 
 
-def _ending(
-    p: Followed | None, a: AttemptInfo, st: Any, log: Path, last: Callable[[str, str], str | None]
-) -> dict[str, Any]:
+Last = Callable[[str, str], "tuple[str, str | None] | None"]
+
+
+def _ending(p: Followed | None, a: AttemptInfo, st: Any, log: Path, last: Last) -> dict[str, Any]:
     """A finished job's attempt state and reason, from what its run left: a training that
     completed left ``trained.json`` (or a diverged outcome), an evaluation the outcome."""
     directory = p.directory if p is not None else None
@@ -501,18 +520,28 @@ def _before(finished_at: str, started: datetime | None) -> bool:
     return started is not None and when < started
 
 
-def _never_ran(p: Followed | None, a: AttemptInfo, last: Callable[[str, str], str | None]) -> dict[str, Any]:
+def _never_ran(p: Followed | None, a: AttemptInfo, last: Last) -> dict[str, Any]:
     """A job cancelled before it started. If what it waited for did not complete (the
     scheduler cancels such jobs): an evaluation whose training failed never was an attempt
-    (void); a second stage whose first stage failed fails with that reason."""
-    if a.stage == EVAL and last(a.point_id, TRAIN) != "trained":  # failed, or diverged: nothing to evaluate
+    (void); a second stage whose first stage failed, or a trajectory's run whose parent did
+    not finish training, fails with that reason."""
+
+    def state(point_id: str, stage: str) -> str | None:
+        end = last(point_id, stage)
+        return end[0] if end else None
+
+    if a.stage == EVAL and state(a.point_id, TRAIN) != "trained":  # failed, or diverged: nothing to evaluate
         return {"state": "void", "exit_reason": "never ran: its training did not complete"}
     parent = p.parent if p is not None else None
-    if (
-        a.stage == TRAIN
-        and parent is not None
-        and "succeeded" not in (last(parent, EVAL), last(parent, TRAIN))
-    ):
+    if a.stage != TRAIN or p is None or parent is None:
+        return {"state": "cancelled", "exit_reason": "cancelled before it ran"}
+    succeeded = "succeeded" in (state(parent, EVAL), state(parent, TRAIN))
+    if p.resumes and not (succeeded or state(parent, TRAIN) == "trained"):
+        why = (last(parent, TRAIN) or ("", None))[1]
+        reason = f"never ran: its trunk segment {parent} did not finish training"
+        reason += f" ({why})" if why else ""
+        return {"state": "failed", "exit_reason": reason}
+    if not p.resumes and not succeeded:
         return {"state": "failed", "exit_reason": f"never ran: its first stage {parent} did not succeed"}
     return {"state": "cancelled", "exit_reason": "cancelled before it ran"}
 
