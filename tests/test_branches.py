@@ -4,6 +4,7 @@ then branches that resume a segment's checkpoint and cool down to their samples 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_a_branch_waits_for_its_segment_then_cools_down_to_exactly_its_samples(t
         lrs = _lrs(run_dir(root, b))
         # The whole run is the cooldown: from the trunk's rate down towards zero.
         assert lrs[0][0] == b.trajectory.start_epoch and lrs[0][1] == pytest.approx(b.train.lr)
-        assert all(x[1] > y[1] for x, y in zip(lrs, lrs[1:], strict=False))
+        assert all(x[1] > y[1] for x, y in itertools.pairwise(lrs))
         # open_clip logs every epoch's last step: the last of a linear decay over the cooldown.
         cooldown_steps = b.trajectory.cooldown_epochs * (b.steps // b.train.epochs)
         assert lrs[-1][1] == pytest.approx(b.train.lr / cooldown_steps, rel=1e-3)
@@ -146,7 +147,8 @@ def test_a_failed_trunk_fails_its_branches_with_the_reason(world: Path, tmp_path
     for q in p.points:
         if q.point.parent is not None:
             error = frame.loc[q.point.id, "error"]
-            assert error.startswith(f"never ran: its trunk segment {q.point.parent} did not finish training"), error
+            why = f"never ran: its trunk segment {q.point.parent} did not finish training"
+            assert error.startswith(why), error
     # Its branches wait for the trunk: relaunching without --retry-failed submits none of them.
     again = launch(p, engine)
     assert again.submitted == 0
