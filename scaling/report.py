@@ -354,6 +354,9 @@ def _section(s: Section, stem: str) -> list[str]:
     name = f"{s.dataset} / {s.metric}"
     lines = [f"## {_cell(name)}", "", f"![{_cell(name)}]({stem}.png)", "", f"Plot as [SVG]({stem}.svg).", ""]
     lines += ["### Laws", "", *_laws(s)]
+    points = sorted({f.points for _, f in s.fits if f.left_out or f.checkpoints != "final"})
+    if points:  # a sweep trained as trajectories: which of its points the laws stand on
+        lines += ["", "Points fitted: " + "; ".join(points) + "."]
     skipped = [(g, len(f.skipped)) for g, f in s.fits if f.skipped]
     if skipped:
         lines += [

@@ -222,6 +222,8 @@ def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
         )  # fmt: skip
     if fitted:
         table.caption = f"E = 1 − metric, C in GMACs; {fitted[0].law.level:.0%} bootstrap intervals"
+        if fitted[0].left_out or fitted[0].checkpoints != "final":
+            table.caption += f"\n{fitted[0].points}"
         sources = fitted[0].sources
         if len(sources) > 1:
             # The paper fits each data source on its own (LAION vs OpenAI's WIT).

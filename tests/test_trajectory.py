@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -165,3 +166,68 @@ def test_bad_trajectory_settings_are_one_line_errors(overrides: list[str], messa
 def test_a_second_stage_does_not_combine_with_branches() -> None:
     with pytest.raises(ClipscaleError, match="does not combine with finetune"):
         plan("clipa", ["samples_mode=branches"])
+
+
+def _stored_trajectories(tmp_path: Path) -> tuple[Plan, str]:
+    """The toy branches plan (both models on toy-4k) stored as if trained: final runs on a
+    law, the trunk's constant-LR checkpoints 20 % worse."""
+    from dataclasses import asdict
+
+    from scaling.outcome import Outcome, write_outcome
+    from scaling.store import connect, ingest_run, record_points
+    from scaling.sync import planned_rows
+
+    p = plan("toy", ["samples_mode=branches", "data=[toy-4k]"])
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = connect(url)
+    record_points(engine, "toy", planned_rows(p))
+    for q in p.points:
+        directory = tmp_path / "runs" / q.point.id
+        directory.mkdir(parents=True)
+        (directory / "point.json").write_text(json.dumps(asdict(q.point)))
+        error = 0.5 * q.compute_gmacs**-0.1 * (1.2 if q.point.trajectory.from_checkpoint else 1.0)
+        seen = q.point.samples_seen
+        outcome = Outcome(id=q.point.id, status="succeeded", samples_seen=seen, samples_seen_planned=seen,
+                          epochs=q.point.train.epochs or 0, wall_time_s=1.0, train_time_s=1.0,
+                          samples_per_s=1.0,
+                          metrics={"toy_shapes": {"acc1": 1 - error}})  # fmt: skip
+        write_outcome(directory, outcome)
+        ingest_run(engine, directory, "toy", q.macs.total)
+    return p, url
+
+
+def test_runs_filter_on_how_a_point_was_trained(tmp_path: Path) -> None:
+    from scaling.store import runs
+
+    p, url = _stored_trajectories(tmp_path)
+    branches = {q.point.id for q in p.points if not q.point.trajectory.from_checkpoint}
+    assert set(runs(url, "sweep=toy", "from_checkpoint=false")["id"]) == branches
+    assert set(runs(url, "sweep=toy", "checkpoints=final")["id"]) == branches
+    assert len(runs(url, "sweep=toy", "checkpoints=only")) == len(p.points) - len(branches)
+    assert set(runs(url, "sweep=toy", "schedule=const-cooldown")["id"]) == branches
+    frame = runs(url, "sweep=toy", "cooldown>=0.15")
+    assert set(frame["id"]) == branches and frame["cooldown"].between(0.15, 0.25).all()
+    trunk = p.points[0].point.trajectory.trunk
+    assert set(runs(url, "sweep=toy", f"trunk={trunk}")["trunk"]) == {trunk}
+    with pytest.raises(ClipscaleError, match="checkpoints is one of final, all, only"):
+        runs(url, "sweep=toy", "checkpoints=some")
+
+
+def test_a_law_stands_on_final_points_unless_checkpoints_are_asked_for(tmp_path: Path) -> None:
+    from scaling.fit import laws
+    from scaling.store import connect
+
+    p, url = _stored_trajectories(tmp_path)
+    engine = connect(url)
+    pareto = laws.Settings(method="pareto", n_boot=50)  # the frontier is the runs themselves
+    final = laws.fit(engine, ["sweep=toy"], "toy_shapes", "acc1", pareto)
+    n_checkpoints = sum(1 for q in p.points if q.point.trajectory.from_checkpoint)
+    assert final.law.n_runs == len(p.points) - n_checkpoints and final.left_out == n_checkpoints
+    assert final.law.alpha == pytest.approx(-0.1, abs=1e-6)  # the branches lie on the law exactly
+    assert (
+        final.points.startswith("checkpoints=final")
+        and f"{n_checkpoints} checkpoints left out" in final.points
+    )
+    everything = laws.fit(engine, ["sweep=toy", "checkpoints=all"], "toy_shapes", "acc1", pareto)
+    assert everything.law.n_runs == len(p.points) and everything.left_out == 0
+    assert everything.record()["checkpoints"] == "all"

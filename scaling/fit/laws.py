@@ -69,6 +69,17 @@ class Fitted:
     law: Law
     runs: tuple[Run, ...]
     skipped: tuple[str, ...] = field(default_factory=tuple)  # runs without a value for the metric
+    checkpoints: str = "final"  # which points of trajectories: final, all, only (see store.query)
+    left_out: int = 0  # constant-LR checkpoints the selection left out
+
+    @property
+    def points(self) -> str:
+        """Which runs the law stands on, for people: a report says it beside the law."""
+        said = {"final": "finished runs", "all": "finished runs and constant-LR checkpoints",
+                "only": "constant-LR checkpoints only"}[self.checkpoints]  # fmt: skip
+        if self.left_out:
+            said += f" ({self.left_out} checkpoints left out: checkpoints=all takes them in)"
+        return f"checkpoints={self.checkpoints}: {said}"
 
     @property
     def inputs(self) -> str:
@@ -92,6 +103,7 @@ class Fitted:
             "n_frontier": len(law.frontier), "n_skipped": len(self.skipped), "frontier_method": law.method,
             "frontier_requested": self.settings.method, "bins": law.bins, "n_boot": law.n_boot,
             "boot_valid": law.boot_valid, "seed": law.seed, "sources": self.sources,
+            "checkpoints": self.checkpoints, "checkpoints_left_out": self.left_out,
             "frontier": [
                 {"compute": p.compute, "error": p.error, "run": p.run, "model": by_id[p.run].model,
                  "data": by_id[p.run].data, "samples_seen": by_id[p.run].samples_seen,
@@ -116,15 +128,32 @@ def family_of(filters: Filters) -> str:
     return names[0]
 
 
-def load(engine: Engine, filters: Sequence[str], dataset: str, metric: str) -> tuple[list[Run], list[str]]:
-    """The family's succeeded runs with a value for dataset/metric, and those without one."""
+def checkpoints_of(filters: Filters) -> str:
+    """Which points of trajectories the filters take: final runs unless they say otherwise
+    (a constant-LR checkpoint has not cooled down: it lies above the finished runs' law)."""
+    said = [c.values[0] for c in filters.conditions if c.key == "checkpoints"]
+    if any(c.key == "from_checkpoint" for c in filters.conditions):
+        return "all"  # the caller chose by from_checkpoint itself
+    return said[-1] if said else "final"
+
+
+def load(
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str
+) -> tuple[list[Run], list[str], int]:
+    """The family's succeeded runs with a value for dataset/metric, those without one, and
+    how many constant-LR checkpoints the selection left out."""
     parsed = parse_filters(filters)
     family = family_of(parsed)
-    rows, metrics = fetch(engine, Filters((*parsed.conditions, Condition("status", "=", ("succeeded",)))))
+    chosen = checkpoints_of(parsed)
+    rest = tuple(c for c in parsed.conditions if c.key != "checkpoints")
+    rows, metrics = fetch(engine, Filters((*rest, Condition("status", "=", ("succeeded",)))))
+    left_out = sum(1 for r in rows if r["from_checkpoint"]) if chosen == "final" else 0
+    if chosen != "all":
+        rows = [r for r in rows if bool(r["from_checkpoint"]) == (chosen == "only")]
     if not rows:
         raise ClipscaleError(f"no succeeded run of family {family} matches {' '.join(filters)}")
     values = {pid: v for pid, d, m, v in metrics if d == dataset and m == metric}
-    if not any(v is not None for v in values.values()):
+    if not any(values.get(r["id"]) is not None for r in rows):
         have = sorted({f"{d}/{m}" for _, d, m, _ in metrics if m in PRIMARY})
         raise ClipscaleError(
             f"no run of family {family} has {dataset}/{metric}"
@@ -140,15 +169,16 @@ def load(engine: Engine, filters: Sequence[str], dataset: str, metric: str) -> t
             raise ClipscaleError(f"run {r['id']}: its compute is not known (no GMACs per sample)")
         runs.append(Run(r["id"], r["model"], r["data"], int(r["samples_seen"]), r["gmacs_per_sample"],
                         float(r["compute_gmacs"]), float(value)))  # fmt: skip
-    return runs, skipped
+    return runs, skipped, left_out
 
 
 def fit(
     engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings = Settings()
 ) -> Fitted:
     """Fit E = 1 - metric against compute on the frontier of the selected runs."""
-    family = family_of(parse_filters(filters))
-    runs, skipped = load(engine, filters, dataset, metric)
+    parsed = parse_filters(filters)
+    family = family_of(parsed)
+    runs, skipped, left_out = load(engine, filters, dataset, metric)
     try:
         law = fit_law(
             [r.compute for r in runs], [1 - r.value for r in runs], [r.id for r in runs],
@@ -157,7 +187,8 @@ def fit(
         )  # fmt: skip
     except ClipscaleError as e:
         raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {e}") from None
-    return Fitted(family, tuple(filters), dataset, metric, settings, law, tuple(runs), tuple(skipped))
+    return Fitted(family, tuple(filters), dataset, metric, settings, law, tuple(runs), tuple(skipped),
+                  checkpoints_of(parsed), left_out)  # fmt: skip
 
 
 def _law_name(family: str, dataset: str, metric: str) -> str:

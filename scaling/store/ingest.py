@@ -51,8 +51,24 @@ class PointRow:
             "id": self.id, "model": self.model, "data": self.data, "samples_seen": self.samples_seen,
             "gmacs_per_sample": self.gmacs_per_sample, "compute_gmacs": compute, "status": self.status,
             "source": self.source, "config": json.dumps(self.config, sort_keys=True), "updated_at": now,
-            "samples_per_s": self.samples_per_s, "mfu": self.mfu,
+            "samples_per_s": self.samples_per_s, "mfu": self.mfu, **trajectory_columns(self.config),
         }  # fmt: skip
+
+
+def trajectory_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """How a point was trained along its axis, from its resolved config (a grid point's)."""
+    raw_train, raw_traj = config.get("train"), config.get("trajectory")
+    train: dict[str, Any] = raw_train if isinstance(raw_train, dict) else {}
+    traj: dict[str, Any] | None = raw_traj if isinstance(raw_traj, dict) else None
+    cooldown = None
+    if traj and traj.get("cooldown_epochs") and train.get("epochs"):
+        cooldown = traj["cooldown_epochs"] / train["epochs"]
+    return {
+        "schedule": train.get("lr_scheduler"),
+        "trunk": traj.get("trunk") if traj else None,
+        "cooldown": cooldown,
+        "from_checkpoint": bool(traj and traj.get("from_checkpoint")),
+    }
 
 
 def _now() -> datetime:
@@ -94,7 +110,8 @@ def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_stat
     run's status is ``state``'s to write), their throughput only if ``throughput``."""
     now = _now()
     columns = ["model", "data", "samples_seen", "gmacs_per_sample", "compute_gmacs", "source", "config",
-               "updated_at", *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
+               "updated_at", "schedule", "trunk", "cooldown", "from_checkpoint",
+               *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
     upsert(
         conn, Point, [p.values(now) for p in points], ["id"], columns if keep_status else [*columns, "status"]
     )

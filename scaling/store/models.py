@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 
 class Base(DeclarativeBase):
@@ -39,6 +40,13 @@ class Point(Base):
     samples_per_s: Mapped[float | None] = mapped_column(Float)  # training throughput, all ranks
     mfu: Mapped[float | None] = mapped_column(Float)  # model-FLOPs utilisation of training (GPUs)
     error: Mapped[str | None] = mapped_column(Text)  # why the point failed (its last attempt's reason)
+    # How its samples-seen axis was trained (scaling/trajectory.py): the learning-rate schedule,
+    # the trunk a trajectory's point continues, its cooldown's share of its samples seen, and
+    # whether it is a constant-LR checkpoint of a trunk rather than a finished run.
+    schedule: Mapped[str | None] = mapped_column(String(20))
+    trunk: Mapped[str | None] = mapped_column(String(200), index=True)
+    cooldown: Mapped[float | None] = mapped_column(Float)
+    from_checkpoint: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class FamilyPoint(Base):

@@ -31,6 +31,10 @@ POINT_COLUMNS = (
     "samples_per_s",
     "mfu",
     "error",
+    "schedule",
+    "trunk",
+    "cooldown",
+    "from_checkpoint",
 )
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
 _FILTER = re.compile(r"^(?P<key>[^<>=!]+?)(?P<op>>=|<=|>|<|=)(?P<value>.*)$")
@@ -66,19 +70,32 @@ def parse_filters(args: Sequence[str]) -> Filters:
             if raw.startswith("[") and raw.endswith("]")
             else (raw,)
         )
-        if key not in (*_TEXT, *_NUMERIC) and "/" not in key:
-            valid = ", ".join((*_TEXT, *_NUMERIC))
+        if key not in (*_TEXT, *_NUMERIC, "checkpoints") and "/" not in key:
+            valid = ", ".join((*_TEXT, *_NUMERIC, "checkpoints"))
             raise ClipscaleError(f"unknown filter {key!r} (valid: {valid}, or dataset/metric)")
-        if op != "=" and (key in _TEXT or len(values) != 1):
+        if op != "=" and (key in _TEXT or key == "checkpoints" or len(values) != 1):
             raise ClipscaleError(f"filter {arg!r}: {op} needs one number")
+        if key == "checkpoints" and (len(values) != 1 or values[0] not in CHECKPOINTS):
+            raise ClipscaleError(f"filter {arg!r}: checkpoints is one of {', '.join(CHECKPOINTS)}")
         conditions.append(Condition(key, op, values))
     return Filters(tuple(conditions))
 
 
 _TEXT = {"family": FamilyPoint.family, "sweep": FamilyPoint.family, "model": Point.model, "data": Point.data,
-         "status": Point.status, "id": Point.id}  # fmt: skip
+         "status": Point.status, "id": Point.id, "schedule": Point.schedule, "trunk": Point.trunk,
+         "from_checkpoint": Point.from_checkpoint}  # fmt: skip
 _NUMERIC = {"samples_seen": Point.samples_seen, "compute_gmacs": Point.compute_gmacs,
-            "gmacs_per_sample": Point.gmacs_per_sample}  # fmt: skip
+            "gmacs_per_sample": Point.gmacs_per_sample, "cooldown": Point.cooldown}  # fmt: skip
+# Which points of a trajectory: finished runs only (separate runs and cooled-down branches),
+# all (the trunk's constant-LR checkpoints too), or the checkpoints alone.
+CHECKPOINTS = ("final", "all", "only")
+_BOOLEAN = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _flag(key: str, text: str) -> bool:
+    if text.lower() not in _BOOLEAN:
+        raise ClipscaleError(f"filter {key}: {text!r} is not true or false")
+    return _BOOLEAN[text.lower()]
 
 
 def _number(key: str, text: str) -> float:
@@ -93,7 +110,12 @@ def _number(key: str, text: str) -> float:
 def _where(filters: Filters) -> list[Any]:
     clauses: list[Any] = []
     for c in filters.conditions:
-        if c.key in _TEXT:
+        if c.key == "checkpoints":
+            if c.values[0] != "all":
+                clauses.append(Point.from_checkpoint.is_(c.values[0] == "only"))
+        elif c.key == "from_checkpoint":
+            clauses.append(Point.from_checkpoint.in_([_flag(c.key, v) for v in c.values]))
+        elif c.key in _TEXT:
             clauses.append(_TEXT[c.key].in_(c.values))
             if c.key == "sweep":
                 clauses.append(FamilyPoint.family.in_(sa.select(Family.name).where(Family.kind == "sweep")))
