@@ -125,6 +125,16 @@ def test_a_trajectory_launched_locally_trains_every_branch_and_a_relaunch_submit
         assert outcome is not None and outcome.samples_seen == q.point.samples_seen
     again = launch(p, engine)
     assert again.submitted == 0 and again.skipped == {"finished": 4}
+    # The first segment's checkpoint went once its evaluation and both runs resuming it (the
+    # next segment, the first branch) had trained; the last segment keeps its own, to extend
+    # the trunk; every branch keeps its final checkpoint.
+    first, last = (q.point for q in p.points if q.point.trajectory.from_checkpoint)
+    latest = checkpoints.LATEST
+    assert not (checkpoints.folder(run_dir(p.sweep.runs_root, first)) / latest).exists()
+    assert (checkpoints.folder(run_dir(p.sweep.runs_root, last)) / latest).exists()
+    for q in p.points:
+        if not q.point.trajectory.from_checkpoint:
+            assert (checkpoints.folder(run_dir(p.sweep.runs_root, q.point)) / latest).exists()
     frame = runs(str(engine.url), "sweep=traj")
     assert len(frame) == 4 and frame["toy_shapes/acc1"].notna().all()
 

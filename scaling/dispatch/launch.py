@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from scaling.dispatch.backends import Backend, Dep, backend_for, jobs_root, owner, owner_gone
+from scaling.dispatch.retire import retire
 from scaling.errors import ClipscaleError
 from scaling.outcome import read_outcome, read_trained
 from scaling.plan import Plan, PlannedPoint
@@ -473,6 +474,8 @@ def _reconcile(
             ended[(a.point_id, a.stage)] = (change["state"], change.get("exit_reason"))
         changes.append(change)
     ingested = _ingest(plan, engine, by_id, finished, track)
+    if finished and any(q.point.trajectory for q in plan.points):
+        retire(plan)  # trunk checkpoints that every run resuming them has moved past
     # After the outcomes: an attempt's end says what the outcome said and what the scheduler saw.
     update_attempts(engine, changes)
     return summarize(plan, engine, ingested, by_id), adopted, voided

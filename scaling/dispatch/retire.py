@@ -1,0 +1,63 @@
+"""Which trunk checkpoints a sweep still needs (``samples_mode=branches|checkpoints``).
+
+A trunk segment's final checkpoint is what its own evaluation reads and what every run that
+continues it resumes: the next segment, and the branches that cool down from it. Once its
+evaluation has a result and each of those runs has finished training, nothing planned
+needs it, and it is removed: a trunk would otherwise keep a checkpoint per branch start.
+The last segment of each trunk keeps its checkpoint, for a longer axis planned later to
+extend the trunk from it. A run that had linked the checkpoint in as its own keeps the
+file's data until it saves its own (a hard link). Reads only run directories: a status
+poll calls it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from scaling import checkpoints
+from scaling.outcome import RESULTS, read_outcome, read_trained
+from scaling.plan import Plan
+from scaling.runspec import run_dir
+
+
+def _trained(directory: Path) -> bool:
+    if not directory.is_dir():
+        return False
+    if read_trained(directory) is not None:
+        return True
+    outcome = read_outcome(directory)
+    return outcome is not None and outcome.status in RESULTS
+
+
+def retire(plan: Plan) -> list[Path]:
+    """Remove the trunk checkpoints nothing planned needs any more; the paths removed."""
+    points = [q.point for q in plan.points]
+    children: dict[str, list[str]] = {}
+    for p in points:
+        if p.parent is not None and p.resumes_parent:
+            children.setdefault(p.parent, []).append(p.id)
+    last: dict[str, int] = {}
+    for p in points:
+        if p.trajectory is not None and p.trajectory.from_checkpoint:
+            last[p.trajectory.trunk] = max(last.get(p.trajectory.trunk, 0), p.train.epochs or 0)
+    root = Path(plan.sweep.runs_root)
+    removed = []
+    for p in points:
+        traj = p.trajectory
+        if traj is None or not traj.from_checkpoint or (p.train.epochs or 0) == last[traj.trunk]:
+            continue
+        latest = checkpoints.folder(run_dir(root, p)) / checkpoints.LATEST
+        if not latest.exists() or not _done(run_dir(root, p)):
+            continue
+        if all(_trained(root / c) for c in children.get(p.id, ())):
+            with contextlib.suppress(FileNotFoundError):
+                latest.unlink()
+                removed.append(latest)
+    return removed
+
+
+def _done(directory: Path) -> bool:
+    outcome = read_outcome(directory)
+    return outcome is not None and outcome.status == "succeeded"
+
