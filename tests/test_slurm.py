@@ -480,3 +480,58 @@ def test_arrays_are_cut_to_the_clusters_max_array_size() -> None:
     backend._limits = slurm.Limits(max_array_size=5, max_submit=None, queued=0, source="")
     assert [len(ids) for _, ids in backend.batches(p.points)] == [5, 5, 2]
     assert backend.limits() == "cluster limits: MaxArraySize 5; no submit limit"
+
+
+def test_a_trajectory_on_slurm_survives_its_trunk_killed_mid_way_and_a_relaunch_submits_nothing(
+    slurm_cluster: str, world: Path, tmp_path: Path
+) -> None:
+    # samples_mode=branches: two trunk segments (jobs of their own, the second after the first)
+    # and two branches, each after the segment it cools down from. The first segment is
+    # requeued by hand once it has saved a checkpoint, as a preemption would.
+    overrides = ["model=[toy-xs]", "samples_seen=[16000, 32000]", "+samples_mode=branches"]
+    path = sweep_file(tmp_path, world, "branches")
+    env = env_for(tmp_path)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    out = cli("launch", f"sweep={path}", *overrides, "--db", db, env=env)
+    assert out.returncode == 0, out.stderr
+    p: Plan = plan(str(path), overrides)
+    first = next(q.point for q in p.points if q.point.parent is None)
+    latest = run_dir(p.sweep.runs_root, first) / "checkpoints" / "epoch_latest.pt"
+    engine = connect(db)
+    deadline = time.monotonic() + 300
+    while not latest.exists():
+        assert time.monotonic() < deadline, "the first segment saved no checkpoint"
+        time.sleep(0.2)
+    with engine.connect() as conn:
+        job = conn.execute(
+            sa.select(Attempt.job_id).where(Attempt.point_id == first.id, Attempt.stage == "train")
+        ).scalar_one()
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    out = cli("status", f"sweep={path}", *overrides, "--db", db, "--watch", "--every", "2", "--no-tracking",
+              env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for q in p.points:
+        outcome = read_outcome(run_dir(p.sweep.runs_root, q.point))
+        assert outcome is not None and outcome.status == "succeeded", (q.point.id, out.stdout)
+        assert outcome.samples_seen == q.point.samples_seen
+    history = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job, "-o", "State"], capture_output=True,
+                             text=True).stdout.split()  # fmt: skip
+    assert "REQUEUED" in history and history[-1] == "COMPLETED", history
+    assert "resuming checkpoint" in (run_dir(p.sweep.runs_root, first) / "out.log").read_text().lower()
+    # Every run a job of its own, started only once its parent's training job had ended.
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(Attempt.point_id, Attempt.job_id).where(Attempt.stage == "train")).all()
+    jobs = dict(rows)
+    assert len(jobs) == 4
+
+    def span(job_id: str) -> tuple[str, str]:
+        cmd = ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "Start,End"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+        start, end = out[-1].split("|")
+        return start, end
+
+    for q in p.points:
+        if q.point.parent is not None:
+            assert span(jobs[q.point.id])[0] >= span(jobs[q.point.parent])[1], q.point.id
+    again = cli("launch", f"sweep={path}", *overrides, "--db", db, env=env)
+    assert again.returncode == 0 and "submitted 0 points" in again.stdout, again.stdout
