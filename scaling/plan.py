@@ -151,6 +151,13 @@ def _trajectories(spec: SweepSpec, candidates: Sequence[Candidate]) -> list[Grid
 def _separate(spec: SweepSpec, candidates: Sequence[Candidate]) -> list[GridPoint]:
     points: list[GridPoint] = []
     for cand in candidates:
+        t = cand.train
+        if t.lr_scheduler == "const-cooldown" and "--epochs-cooldown" not in t.extra_args:
+            # open_clip's const-cooldown needs its cooldown's length in epochs.
+            raise ClipscaleError(
+                f"point {cand.model} x {cand.data}: lr_scheduler const-cooldown in samples_mode=separate needs "
+                "--epochs-cooldown in train.extra_args; or train the axis with samples_mode=branches"
+            )
         data = spec.datasets[cand.data]
         where = f"point {cand.model} x {cand.data} x {cand.samples_seen:,} samples"
         exact = plan_samples(cand.samples_seen, data.num_samples, cand.train, where)

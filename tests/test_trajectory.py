@@ -156,6 +156,7 @@ def test_epoch_plan_meets_its_tolerances_with_the_longest_epoch() -> None:
         (["samples_mode=branches", "train.warmup=30"], "does not come after warm-up"),
         (["samples_mode=sideways"], "unknown samples_mode 'sideways'"),
         (["samples_mode=branches", "cooldown=1.0"], "cooldown must lie in"),
+        (["train.lr_scheduler=const-cooldown"], "needs --epochs-cooldown in train.extra_args"),
     ],
 )
 def test_bad_trajectory_settings_are_one_line_errors(overrides: list[str], message: str) -> None:
