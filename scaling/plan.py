@@ -155,8 +155,8 @@ def _separate(spec: SweepSpec, candidates: Sequence[Candidate]) -> list[GridPoin
         if t.lr_scheduler == "const-cooldown" and "--epochs-cooldown" not in t.extra_args:
             # open_clip's const-cooldown needs its cooldown's length in epochs.
             raise ClipscaleError(
-                f"point {cand.model} x {cand.data}: lr_scheduler const-cooldown in samples_mode=separate needs "
-                "--epochs-cooldown in train.extra_args; or train the axis with samples_mode=branches"
+                f"point {cand.model} x {cand.data}: lr_scheduler const-cooldown in samples_mode=separate "
+                "needs --epochs-cooldown in train.extra_args; or train the axis with samples_mode=branches"
             )
         data = spec.datasets[cand.data]
         where = f"point {cand.model} x {cand.data} x {cand.samples_seen:,} samples"
