@@ -48,6 +48,9 @@ class Trajectory:
     start_epoch: int
     cooldown_epochs: int
     from_checkpoint: bool
+    # Whether it is evaluated: every branch; the trunk's segments only with
+    # samples_mode=checkpoints (with branches they are the trunk, not points of a law).
+    evaluated: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,11 @@ class GridPoint:
     def trained_samples(self) -> int:
         """Samples this run trains itself; the rest its weights saw in the trunk."""
         return self.samples_seen - self.start_epoch * self.samples_per_epoch
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the point is evaluated after training (a job of its own)."""
+        return self.trajectory.evaluated if self.trajectory else True
 
     @property
     def resumes_parent(self) -> bool:

@@ -37,6 +37,7 @@ class PlannedPoint:
             "schedule": t.lr_scheduler,
             "trunk": p.trajectory.trunk if p.trajectory else None,
             "from_checkpoint": bool(p.trajectory and p.trajectory.from_checkpoint),
+            "evaluated": p.evaluated,
             "start_epoch": p.start_epoch,
             "cooldown_epochs": p.trajectory.cooldown_epochs if p.trajectory else 0,
             "cooldown": cooldown_share(p),

@@ -84,12 +84,11 @@ def _trajectory_cells(p: GridPoint) -> list[str]:
     traj = p.trajectory
     if traj is None:
         return ["", "", ""]
-    epochs = p.train.epochs or 1
-    cooldown = (
-        "checkpoint"
-        if traj.from_checkpoint
-        else f"{traj.cooldown_epochs} ep ({traj.cooldown_epochs / epochs:.0%})"
-    )
+    share = traj.cooldown_epochs / (p.train.epochs or 1)
+    if traj.from_checkpoint:
+        cooldown = "checkpoint" if traj.evaluated else "trunk"
+    else:
+        cooldown = f"{traj.cooldown_epochs} ep ({share:.0%})"
     return [traj.trunk.rsplit("_", 1)[-1], str(traj.start_epoch), cooldown]
 
 
@@ -175,7 +174,7 @@ _ORDER = ("succeeded", "diverged", "evaluating", "trained", "running", "pending"
 
 def sweep_status_line(name: str, summary: Any) -> str:
     """One line: a bar of finished points, the counts by state, hours spent vs planned."""
-    done = summary.counts.get("succeeded", 0) + summary.counts.get("diverged", 0)
+    done = summary.done
     width = 30
     filled = round(width * done / summary.total) if summary.total else width
     bar = "#" * filled + "-" * (width - filled)

@@ -12,10 +12,12 @@ constant learning rate with a cooldown of 10-20 % matches a cosine run of the sa
 - with ``checkpoints`` the segments end at the axis' values, and only the largest point is
   cooled down, as LAION 2025 evaluates the checkpoints of its constant-LR runs.
 
-Each segment's end is a point of its own (``from_checkpoint``): the weights of a
-constant-LR run, evaluated like every point, so that a fit can take them in or leave them
-out. A segment's id depends on the trunk and the epoch it ends at, not on where the
-previous segment ended: a longer axis planned later extends the same trunk.
+Each segment is a point of its own (``from_checkpoint``): the weights of a constant-LR run.
+With ``checkpoints`` it is evaluated like every point, and a fit can take it in or leave it
+out; with ``branches`` it is the trunk alone, trained and not evaluated (an evaluation can
+cost as much as a short run: a linear probe over ImageNet's training set). A segment's id
+depends on the trunk and the epoch it ends at, not on where the previous segment ended: a
+longer axis planned later extends the same trunk.
 
 All runs of a trajectory share one epoch length L, so that every branch starts on an epoch
 boundary (the trainer saves a checkpoint at each epoch's end and resumes at one). L is the
@@ -152,7 +154,9 @@ def trajectory_points(
         cand = replace(first, samples_seen=target, train=train)
         exact = {"epochs": epochs, "train_num_samples": length, "samples_per_epoch": length,
                  "samples_seen": epochs * length, "steps": epochs * steps}  # fmt: skip
-        traj = Trajectory(trunk, start, cooldown, from_checkpoint=cooldown == 0)
+        segment = cooldown == 0
+        evaluated = not segment or mode == "checkpoints"
+        traj = Trajectory(trunk, start, cooldown, from_checkpoint=segment, evaluated=evaluated)
         return make_point(sweep, cand, model, data, exact, parent, traj)
 
     out: list[GridPoint] = []

@@ -111,7 +111,7 @@ def test_a_trajectory_launched_locally_trains_every_branch_and_a_relaunch_submit
     from conftest import wait_done
 
     from scaling.dispatch import launch
-    from scaling.outcome import read_outcome
+    from scaling.outcome import read_outcome, read_trained
     from scaling.store import connect, runs
 
     p = _dispatched(tmp_path, world, "traj")
@@ -119,10 +119,17 @@ def test_a_trajectory_launched_locally_trains_every_branch_and_a_relaunch_submit
     report = launch(p, engine)
     assert report.submitted == len(p.points) == 4  # two segments, two branches
     summary = wait_done(p, engine, 600)
-    assert summary.counts == {"succeeded": 4}, summary
+    # The trunk's segments are trained, not evaluated; the branches are the points.
+    assert summary.counts == {"succeeded": 2, "trained": 2} and summary.done == 4, summary
     for q in p.points:
-        outcome = read_outcome(run_dir(p.sweep.runs_root, q.point))
-        assert outcome is not None and outcome.samples_seen == q.point.samples_seen
+        directory = run_dir(p.sweep.runs_root, q.point)
+        if q.point.trajectory.from_checkpoint:
+            trained = read_trained(directory)
+            assert trained is not None and trained.samples_seen == q.point.samples_seen
+            assert read_outcome(directory) is None
+        else:
+            outcome = read_outcome(directory)
+            assert outcome is not None and outcome.samples_seen == q.point.samples_seen
     again = launch(p, engine)
     assert again.submitted == 0 and again.skipped == {"finished": 4}
     # The first segment's checkpoint went once its evaluation and both runs resuming it (the
@@ -135,8 +142,9 @@ def test_a_trajectory_launched_locally_trains_every_branch_and_a_relaunch_submit
     for q in p.points:
         if not q.point.trajectory.from_checkpoint:
             assert (checkpoints.folder(run_dir(p.sweep.runs_root, q.point)) / latest).exists()
-    frame = runs(str(engine.url), "sweep=traj")
-    assert len(frame) == 4 and frame["toy_shapes/acc1"].notna().all()
+    frame = runs(str(engine.url), "sweep=traj", "status=succeeded")
+    assert len(frame) == 2 and frame["toy_shapes/acc1"].notna().all()
+    assert not frame["from_checkpoint"].any() and (frame["schedule"] == "const-cooldown").all()
 
 
 def test_a_failed_trunk_fails_its_branches_with_the_reason(world: Path, tmp_path: Path) -> None:

@@ -170,15 +170,15 @@ def test_a_second_stage_does_not_combine_with_branches() -> None:
 
 
 def _stored_trajectories(tmp_path: Path) -> tuple[Plan, str]:
-    """The toy branches plan (both models on toy-4k) stored as if trained: final runs on a
-    law, the trunk's constant-LR checkpoints 20 % worse."""
+    """The toy grid as checkpoints of one trajectory per model and data set, stored as if
+    trained: the final (cooled-down) runs on a law, the constant-LR checkpoints 20 % worse."""
     from dataclasses import asdict
 
     from scaling.outcome import Outcome, write_outcome
     from scaling.store import connect, ingest_run, record_points
     from scaling.sync import planned_rows
 
-    p = plan("toy", ["samples_mode=branches", "data=[toy-4k]"])
+    p = plan("toy", ["samples_mode=checkpoints"])
     url = f"sqlite:///{tmp_path / 'r.db'}"
     engine = connect(url)
     record_points(engine, "toy", planned_rows(p))

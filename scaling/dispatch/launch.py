@@ -158,6 +158,7 @@ class Followed:
     parent: str | None
     gpu_hours: float  # planned; 0 for a point not in this plan
     resumes: bool = False  # resumes its parent's checkpoint (a trajectory): needs it trained, not evaluated
+    evaluated: bool = True  # a trajectory's trunk segment is not (samples_mode=branches)
 
 
 def followed(plan: Plan, engine: Engine) -> dict[str, Followed]:
@@ -166,15 +167,17 @@ def followed(plan: Plan, engine: Engine) -> dict[str, Followed]:
     for pid, gmacs, config in transaction(engine, lambda conn: launched_points(conn, plan.sweep.name)):
         if pid not in out:
             ranks = int((config.get("train") or {}).get("gpus") or 1)
-            resumes = config.get("trajectory") is not None and config.get("parent") is not None
-            out[pid] = Followed(pid, root / pid, gmacs, ranks, config.get("parent"), 0.0, resumes)
+            traj = config.get("trajectory") or {}
+            resumes = bool(traj) and config.get("parent") is not None
+            out[pid] = Followed(pid, root / pid, gmacs, ranks, config.get("parent"), 0.0, resumes,
+                                bool(traj.get("evaluated", True)))  # fmt: skip
     return out
 
 
 def _planned(root: Path, p: PlannedPoint) -> Followed:
     t = p.point.train
     return Followed(p.point.id, run_dir(root, p.point), p.macs.total, t.gpus, p.point.parent, p.gpu_hours,
-                    p.point.resumes_parent)  # fmt: skip
+                    p.point.resumes_parent, p.point.evaluated)  # fmt: skip
 
 
 def point_states(
@@ -188,11 +191,11 @@ def point_states(
     for pid, f in points.items():
         tries = [state.Try(a.stage, a.state, a.exit_reason) for a in history.get(pid, [])]
         if any(t.state in ACTIVE or t.state in RESULTS for t in tries):
-            out[pid] = state.decide(tries)
+            out[pid] = state.decide(tries, evaluated=f.evaluated)
             continue
         outcome = read_outcome(f.directory) if f.directory.is_dir() else None
         trained = f.directory.is_dir() and read_trained(f.directory) is not None
-        out[pid] = state.decide(tries, trained, outcome.status if outcome else None)
+        out[pid] = state.decide(tries, trained, outcome.status if outcome else None, f.evaluated)
     return out
 
 
@@ -245,7 +248,7 @@ def _choose(
     # First stages come first in a plan, so a second stage sees its parent chosen.
     for p in sorted(plan.points, key=lambda q: q.point.parent is not None):
         why = _decide(p, states, taken, options)
-        jobs = 2 if states[p.point.id].next_stage == TRAIN else 1
+        jobs = 2 if states[p.point.id].next_stage == TRAIN and p.point.evaluated else 1
         if why is None and allowance is not None:
             if jobs > allowance:
                 why = "waiting: over the cluster's submit limit (launch again as jobs finish)"
@@ -283,10 +286,18 @@ def _batches(plan: Plan, backend: Backend, chosen: Sequence[tuple[PlannedPoint, 
     evaluate = [p.point.id for p, stage in chosen if stage == EVAL]
 
     def trainings(group: list[PlannedPoint], single: bool) -> None:
-        for res, ids in backend.batches(group):
-            for part in [(i,) for i in ids] if single else [ids]:  # a second stage: its own job
-                t = new(part, res, TRAIN)
-                out.extend([t, *(new(e, r, EVAL, t.token) for r, e in backend.eval_batches(part))])
+        # An array's points are all evaluated or none (a trunk's segments): its evaluation
+        # array mirrors it task for task. Single jobs keep the plan's order: a parent first.
+        parts = (
+            [((p.point.id,), p.point.evaluated, res) for p in group for res, _ in backend.batches([p])]
+            if single
+            else [(ids, flag, res) for flag in (True, False)
+                  for res, ids in backend.batches([p for p in group if p.point.evaluated == flag])]
+        )  # fmt: skip
+        for ids, evaluated, res in parts:
+            t = new(ids, res, TRAIN)
+            evals = backend.eval_batches(ids) if evaluated else []
+            out.extend([t, *(new(e, r, EVAL, t.token) for r, e in evals)])
 
     trainings([p for p in train if p.point.parent is None], single=False)
     out.extend(new(ids, res, EVAL) for res, ids in backend.eval_batches(evaluate))
@@ -396,8 +407,11 @@ def _repair_evaluations(plan: Plan, engine: Engine, backend: Backend) -> None:
     active = {a.submission for h in history.values() for a in h if a.state in ACTIVE}
     alone = [s for s in subs if s.stage == TRAIN and s.token in active and s.token not in paired]
     ids = {(a.submission, a.array_index): pid for pid, h in history.items() for a in h}
+    unevaluated = {q.point.id for q in plan.points if not q.point.evaluated}
     for s in alone:
         point_ids = tuple(ids[(s.token, i)] for i in range(s.size))
+        if unevaluated.intersection(point_ids):
+            continue  # a trunk's segments: trained, never evaluated
         res = backend.eval_batches(point_ids)[0][0]
         token = _token(plan)
         e = NewSubmission(token, backend.name, point_ids, str(jobs_root(plan) / token), res, EVAL, s.token)
@@ -422,6 +436,7 @@ class Summary:
     ingested: int
     active: int
     failures: tuple[tuple[str, str], ...]  # (point id, reason) of failed points
+    done: int = 0  # points final: a result, or a trunk segment trained
 
 
 def reconcile(plan: Plan, engine: Engine, track: Callable[[Path], object] | None = None) -> Summary:
@@ -611,8 +626,9 @@ def summarize(
     # is still to be cancelled by the scheduler.
     active = sum(1 for pid in points if any(a.state in ACTIVE for a in history.get(pid, [])))
     planned = sum(f.gpu_hours for f in points.values())
+    done = sum(1 for st in states.values() if st.done)
     return Summary(
-        counts, len(points), planned, plan.sweep.gpu.hours, spent, ingested, active, tuple(failures)
+        counts, len(points), planned, plan.sweep.gpu.hours, spent, ingested, active, tuple(failures), done
     )
 
 

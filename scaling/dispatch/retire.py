@@ -48,7 +48,7 @@ def retire(plan: Plan) -> list[Path]:
         if traj is None or not traj.from_checkpoint or (p.train.epochs or 0) == last[traj.trunk]:
             continue
         latest = checkpoints.folder(run_dir(root, p)) / checkpoints.LATEST
-        if not latest.exists() or not _done(run_dir(root, p)):
+        if not latest.exists() or not _done(run_dir(root, p), p.evaluated):
             continue
         if all(_trained(root / c) for c in children.get(p.id, ())):
             with contextlib.suppress(FileNotFoundError):
@@ -57,7 +57,10 @@ def retire(plan: Plan) -> list[Path]:
     return removed
 
 
-def _done(directory: Path) -> bool:
+def _done(directory: Path, evaluated: bool) -> bool:
+    """Whether the segment itself is through with its checkpoint: evaluated, or trained
+    where it is not evaluated (samples_mode=branches)."""
+    if not evaluated:
+        return read_trained(directory) is not None
     outcome = read_outcome(directory)
     return outcome is not None and outcome.status == "succeeded"
-

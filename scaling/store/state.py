@@ -51,9 +51,15 @@ class PointState:
     reason: str | None  # why the last attempt ended (a failure's cause)
 
 
-def decide(tries: Sequence[Try], trained: bool = False, result: str | None = None) -> PointState:
+def decide(
+    tries: Sequence[Try], trained: bool = False, result: str | None = None, evaluated: bool = True
+) -> PointState:
     """A point's state from its attempts (oldest first), whether its training has finished
-    (``trained.json``), and the result on disk (an outcome's status) if any."""
+    (``trained.json``), and the result on disk (an outcome's status) if any. A point that is
+    not ``evaluated`` (a trajectory's trunk segment) is done once trained."""
+    if not evaluated and (trained or any(t.stage == TRAIN and t.state == "trained" for t in tries)):
+        count = sum(1 for t in tries if t.stage == TRAIN)
+        return PointState("trained", False, True, TRAIN, count, None)
     stage = EVAL if trained else TRAIN
     count = sum(1 for t in tries if t.stage == stage)
     last = tries[-1] if tries else None
