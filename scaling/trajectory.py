@@ -81,7 +81,7 @@ def _misses(targets: Sequence[int], epochs: Sequence[int], cooldowns: Sequence[i
     return samples, cooldown
 
 
-def epoch_plan(targets: Sequence[int], share: float, train: TrainSettings, where: str) -> EpochPlan:
+def epoch_plan(targets: Sequence[int], share: float, train: TrainSettings) -> EpochPlan:
     """Choose the trajectory's epoch length L for these samples-seen targets."""
     ordered = tuple(sorted(set(targets)))
     q = _quantum(train)
@@ -91,8 +91,8 @@ def epoch_plan(targets: Sequence[int], share: float, train: TrainSettings, where
     else:
         # An epoch at most the smallest point's cooldown, so that it has one epoch of it.
         top = max(1, math.floor(ordered[0] * share / q))
-        bottom = max(1, math.ceil(ordered[-1] / (_MAX_EPOCHS * q)))
-        lengths = [k * q for k in range(top, bottom - 1, -1)] or [bottom * q]
+        bottom = min(top, max(1, math.ceil(ordered[-1] / (_MAX_EPOCHS * q))))
+        lengths = [k * q for k in _candidates(top, bottom)]
     best: tuple[float, int] | None = None
     for length in lengths:
         epochs, cooldowns = _split(ordered, length, share)
@@ -108,6 +108,15 @@ def epoch_plan(targets: Sequence[int], share: float, train: TrainSettings, where
     batches, per_epoch = trainer_epoch(length, train.batch_size, train.gpus, train.workers)
     epochs, cooldowns = _split(ordered, per_epoch, share)
     return EpochPlan(per_epoch, batches // train.accum_freq, ordered, tuple(epochs), tuple(cooldowns), share)
+
+
+def _candidates(top: int, bottom: int, most: int = 20_000) -> list[int]:
+    """Quanta per epoch to try, longest first: every one from ``top`` down to ``bottom``,
+    or, for a wide range (a small batch on a long axis), ``most`` spread geometrically."""
+    if top - bottom < most:
+        return list(range(top, bottom - 1, -1))
+    ratio = bottom / top
+    return sorted({max(bottom, round(top * ratio ** (i / most))) for i in range(most + 1)}, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ def trajectory_points(
     first = group[0]
     where = f"point {first.model} x {first.data}"
     share, mode = sweep.cooldown, sweep.samples_mode
-    plan = epoch_plan([c.samples_seen for c in group], share, first.train, where)
+    plan = epoch_plan([c.samples_seen for c in group], share, first.train)
     length, steps = plan.samples_per_epoch, plan.steps_per_epoch
     trunk_train = replace(first.train, lr_scheduler="const", train_num_samples=length, epochs=None)
     trunk = trunk_id(sweep, model, data, trunk_train)

@@ -137,7 +137,7 @@ def test_a_long_axis_costs_well_under_its_separate_runs() -> None:
 def test_epoch_plan_meets_its_tolerances_with_the_longest_epoch() -> None:
     spec = load_sweep("toy")
     targets = [4000, 16000, 64000]
-    ep = epoch_plan(targets, 0.2, spec.train, "toy")
+    ep = epoch_plan(targets, 0.2, spec.train)
     samples, cooldown = ep.miss()
     assert samples <= SAMPLES_TOLERANCE and cooldown <= COOLDOWN_TOLERANCE
     assert all(e - c >= 1 for e, c in zip(ep.epochs, ep.cooldowns, strict=True))
@@ -232,3 +232,19 @@ def test_a_law_stands_on_final_points_unless_checkpoints_are_asked_for(tmp_path:
     everything = laws.fit(engine, ["sweep=toy", "checkpoints=all"], "toy_shapes", "acc1", pareto)
     assert everything.law.n_runs == len(p.points) and everything.left_out == 0
     assert everything.record()["checkpoints"] == "all"
+
+
+def test_a_small_batch_on_a_long_axis_tries_a_bounded_number_of_epoch_lengths() -> None:
+    # Batch 256 on one GPU against 34B samples: millions of candidate epoch lengths; the
+    # search tries at most 20,000 of them, spread over the range, and still meets both
+    # tolerances.
+    from dataclasses import replace
+
+    from scaling import trajectory
+
+    train = replace(load_sweep("paper").train, batch_size=256, gpus=1, workers=1)
+    top = 3_000_000_000 * 0.2 // 256
+    assert len(trajectory._candidates(int(top), 1)) <= 20_001
+    ep = epoch_plan([3_000_000_000, 13_000_000_000, 34_000_000_000], 0.2, train)
+    samples, cooldown = ep.miss()
+    assert samples <= SAMPLES_TOLERANCE and cooldown <= COOLDOWN_TOLERANCE
