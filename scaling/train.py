@@ -12,6 +12,7 @@ writes ``outcome.json``) or, if it failed or diverged, in ``outcome.json`` itsel
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -134,9 +135,25 @@ def check_shards(pattern: str) -> list[Path]:
         if path.stat().st_size == 0:
             raise ClipscaleError(f"shard {path} is empty")
     if sum(p.stat().st_size for p in paths) <= _FULL_CHECK_BYTES:
-        for path in paths:
-            _check_samples(path)
+        # Decoded once per version of the shards: every job of a sweep (a trajectory has one
+        # per segment and branch) would otherwise decode the same data set again.
+        seal = _seal(paths)
+        if not seal.exists():
+            for path in paths:
+                _check_samples(path)
+            with contextlib.suppress(OSError):  # an unwritable cache only costs the next check
+                write_atomic(seal, "")
     return paths
+
+
+def _seal(paths: list[Path]) -> Path:
+    """The cache's mark that these shards, as they are now (size, modification time), were
+    decoded whole without a fault."""
+    from scaling.compute import cache_dir
+
+    stats = [(str(p.resolve()), s.st_size, s.st_mtime_ns) for p in paths for s in [p.stat()]]
+    digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    return cache_dir() / "checked-shards" / digest
 
 
 def _check_samples(path: Path) -> None:

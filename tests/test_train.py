@@ -250,6 +250,26 @@ def test_check_shards_accepts_the_generated_world(world: Path) -> None:
     assert len(check_shards(str(world / "toy" / "toy-4k" / "{00000..00003}.tar"))) == 4
 
 
+def test_shards_are_decoded_once_per_version(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every job of a sweep checks its shards before training; a set decoded whole without a
+    # fault is not decoded again until a shard changes.
+    from scaling import train
+
+    broken = copy_world(world, tmp_path)
+    pattern = str(broken / "toy" / "toy-1k" / "{00000..00000}.tar")
+    check_shards(pattern)
+    decoded: list[Path] = []
+    monkeypatch.setattr(train, "_check_samples", decoded.append)
+    check_shards(pattern)
+    assert decoded == []
+    monkeypatch.undo()
+    replace_member(broken / "toy" / "toy-1k" / "00000.tar", "000000005.jpg", b"not a jpeg")
+    with pytest.raises(ClipscaleError, match="sample 000000005 has a corrupt image"):
+        check_shards(pattern)
+
+
 def test_diverged_run_stops_at_once_and_ends_as_diverged(world: Path, tmp_path: Path) -> None:
     overrides = ["train.lr=1e30", "train.epochs=4", "samples_seen=2048"]
     p = tiny_plan(tmp_path, world, tmp_path / "runs", overrides)
