@@ -50,6 +50,8 @@ bench: setup
 	$(BIN)/python bench/gpu_train.py
 	# needs root: runs on the one-node dev Slurm (launchers/slurm-dev-cluster.sh)
 	$(BIN)/python bench/dispatch_bench.py
+	# the toy grid trained twice on this machine, separately and as branches (~20 min)
+	$(BIN)/python bench/trajectories.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
