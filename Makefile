@@ -16,16 +16,20 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job on the embedded default: plan the toy and paper grids, generate the toy
-# world, launch the toy grid on this machine (12 points, trained and evaluated for real on
-# the CPU), follow it until every point is stored (results.db, mlflow.db; each landing
-# refits the laws), query it back, fit E = β·C^α and write the report with its plots.
-# Rerunning it trains nothing again: finished points are skipped.
+# world, launch the toy grid on this machine as branches of constant-LR trunks (2 models x
+# 2 data sets x 5 samples-seen values: 20 points, each cooled down from its trunk's
+# checkpoint, trained and evaluated for real on the CPU), follow it until every point is
+# stored (results.db, mlflow.db; each landing refits the laws), query it back, fit
+# E = β·C^α and write the report with its plots. Rerunning it trains nothing again:
+# finished points are skipped.
+TOY := sweep=toy samples_mode=branches 'samples_seen=[4k,8k,16k,32k,64k]'
+
 demo: setup
-	$(BIN)/scaling plan sweep=toy
+	$(BIN)/scaling plan $(TOY)
 	$(BIN)/scaling plan sweep=paper gpu=a100
 	$(BIN)/scaling toyworld
-	$(BIN)/scaling launch sweep=toy cluster=local
-	$(BIN)/scaling status sweep=toy --watch --every 15
+	$(BIN)/scaling launch $(TOY) cluster=local
+	$(BIN)/scaling status $(TOY) --watch --every 15
 	$(BIN)/scaling runs sweep=toy status=succeeded
 	$(BIN)/scaling fit sweep=toy
 	$(BIN)/scaling report sweep=toy out=reports/toy
