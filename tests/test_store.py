@@ -87,9 +87,37 @@ def test_migration_from_an_empty_database(url: str) -> None:
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         assert {"families", "points", "family_points", "attempts", "metrics", "alembic_version"} <= tables
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
     connect(url)  # a second open finds the schema current and changes nothing
     assert counts(url) == {"points": 0, "family_points": 0, "attempts": 0, "metrics": 0}
+
+
+def test_points_recorded_before_trajectories_get_their_schedule(tmp_path: Path) -> None:
+    # A store at schema 0004 (before points said how their axis was trained): upgrading
+    # fills each point's schedule from its resolved config; none is a checkpoint.
+    from alembic import command
+    from alembic.config import Config
+
+    from scaling.store.db import MIGRATIONS
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+        conn.execute(sa.text(
+            "INSERT INTO points (id, model, data, samples_seen, status, source, config, updated_at) VALUES "
+            "('a', 'toy-s', 'toy-4k', 4000, 'succeeded', 'run', :config, '2026-01-01 00:00:00'),"
+            "('b', 'toy-s', 'toy-4k', 8000, 'succeeded', 'import', '{}', '2026-01-01 00:00:00')"
+        ), {"config": json.dumps({"train": {"lr_scheduler": "cosine"}})})  # fmt: skip
+    engine.dispose()
+    upgraded = connect(f"sqlite:///{tmp_path / 'old.db'}")
+    with upgraded.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT id, schedule, trunk, from_checkpoint FROM points ORDER BY id")
+        ).all()
+    assert [tuple(r) for r in rows] == [("a", "cosine", None, 0), ("b", None, None, 0)]
 
 
 def test_round_trip_and_idempotent_reingest(url: str, tmp_path: Path) -> None:
