@@ -248,3 +248,21 @@ def test_a_small_batch_on_a_long_axis_tries_a_bounded_number_of_epoch_lengths() 
     ep = epoch_plan([3_000_000_000, 13_000_000_000, 34_000_000_000], 0.2, train)
     samples, cooldown = ep.miss()
     assert samples <= SAMPLES_TOLERANCE and cooldown <= COOLDOWN_TOLERANCE
+
+
+def test_a_branch_retried_after_its_segment_trained_is_submitted() -> None:
+    # A trunk segment of samples_mode=branches is never evaluated: trained is its end. A
+    # relaunch that retries a failed branch must find its segment ready, not wait for it.
+    from scaling.dispatch.launch import LaunchOptions, _decide
+    from scaling.store.state import Try, decide
+
+    p = plan("toy", ["samples_mode=branches", "model=[toy-s]", "data=[toy-4k]"])
+    branch = next(q for q in p.points if not q.point.trajectory.from_checkpoint)
+    segment = branch.point.parent
+    assert segment is not None
+    states = {
+        segment: decide([Try("train", "trained")], evaluated=False),
+        branch.point.id: decide([Try("train", "failed", "killed")]),
+    }
+    assert states[segment].done and states[segment].trained
+    assert _decide(branch, states, set(), LaunchOptions(retry_failed=True)) is None

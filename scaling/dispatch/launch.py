@@ -213,7 +213,7 @@ def _decide(p: PlannedPoint, states: dict[str, state.PointState], taken: set[str
     if p.point.parent is not None and p.point.parent not in taken:
         parent = states.get(p.point.parent)
         if p.point.resumes_parent:  # a trajectory's run needs its parent's checkpoint, not its evaluation
-            if not (parent and _trained(parent)):
+            if not (parent and parent.trained):
                 if parent is not None and parent.status in FAILURES:
                     return "its trunk segment failed"
                 return "waiting for its trunk segment"
@@ -226,11 +226,6 @@ def _decide(p: PlannedPoint, states: dict[str, state.PointState], taken: set[str
     if st.tries >= options.max_attempts:
         return f"had {st.tries} attempts (--max-attempts)"
     return None
-
-
-def _trained(st: state.PointState) -> bool:
-    """Whether a point's training has finished with a checkpoint: what a branch resumes."""
-    return st.next_stage == EVAL or st.status == "succeeded"
 
 
 def _choose(

@@ -50,6 +50,12 @@ class PointState:
     tries: int  # attempts at next_stage so far
     reason: str | None  # why the last attempt ended (a failure's cause)
 
+    @property
+    def trained(self) -> bool:
+        """Whether its training has finished with a checkpoint: what a run resuming it needs
+        (a trajectory's branch or next segment), evaluated or not."""
+        return self.next_stage == EVAL or self.status in ("trained", "succeeded")
+
 
 def decide(
     tries: Sequence[Try], trained: bool = False, result: str | None = None, evaluated: bool = True
