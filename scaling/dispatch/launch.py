@@ -484,11 +484,12 @@ def _reconcile(
             ended[(a.point_id, a.stage)] = (change["state"], change.get("exit_reason"))
         changes.append(change)
     ingested = _ingest(plan, engine, by_id, finished, track)
-    if finished and any(q.point.trajectory for q in plan.points):
-        retire(plan)  # trunk checkpoints that every run resuming them has moved past
     # After the outcomes: an attempt's end says what the outcome said and what the scheduler saw.
     update_attempts(engine, changes)
-    return summarize(plan, engine, ingested, by_id), adopted, voided
+    summary, point_state = _summarize(plan, engine, ingested, by_id)
+    if finished and any(q.point.trajectory for q in plan.points):
+        retire(plan, point_state)  # trunk checkpoints that every run resuming them has moved past
+    return summary, adopted, voided
 
 
 Last = Callable[[str, str], "tuple[str, str | None] | None"]
@@ -596,6 +597,13 @@ def summarize(
 ) -> Summary:
     """Counts by state of the sweep's points (the plan's and any launched under other
     overrides), and the allocation spent against the plan."""
+    return _summarize(plan, engine, ingested, points)[0]
+
+
+def _summarize(
+    plan: Plan, engine: Engine, ingested: int = 0, points: dict[str, Followed] | None = None
+) -> tuple[Summary, dict[str, state.PointState]]:
+    """``summarize``, also returning each point's state."""
     points = points if points is not None else followed(plan, engine)
     history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
     subs = {s.token: s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])}
@@ -622,9 +630,10 @@ def summarize(
     active = sum(1 for pid in points if any(a.state in ACTIVE for a in history.get(pid, [])))
     planned = sum(f.gpu_hours for f in points.values())
     done = sum(1 for st in states.values() if st.done)
-    return Summary(
+    summary = Summary(
         counts, len(points), planned, plan.sweep.gpu.hours, spent, ingested, active, tuple(failures), done
     )
+    return summary, states
 
 
 def _allocation(sub: SubmissionInfo | None, stage: str, ranks: int, default: str) -> tuple[float, str]:

@@ -6,32 +6,25 @@ evaluation has a result and each of those runs has finished training, nothing pl
 needs it, and it is removed: a trunk would otherwise keep a checkpoint per branch start.
 The last segment of each trunk keeps its checkpoint, for a longer axis planned later to
 extend the trunk from it. A run that had linked the checkpoint in as its own keeps the
-file's data until it saves its own (a hard link). Reads only run directories: a status
-poll calls it.
+file's data until it saves its own (a hard link). A status poll calls it, with the
+points' states it has just decided.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from scaling import checkpoints
-from scaling.outcome import RESULTS, read_outcome, read_trained
 from scaling.plan import Plan
 from scaling.runspec import run_dir
+from scaling.store.state import PointState
 
 
-def _trained(directory: Path) -> bool:
-    if not directory.is_dir():
-        return False
-    if read_trained(directory) is not None:
-        return True
-    outcome = read_outcome(directory)
-    return outcome is not None and outcome.status in RESULTS
-
-
-def retire(plan: Plan) -> list[Path]:
-    """Remove the trunk checkpoints nothing planned needs any more; the paths removed."""
+def retire(plan: Plan, states: Mapping[str, PointState]) -> list[Path]:
+    """Remove the trunk checkpoints nothing planned needs any more (``states``: each point's,
+    as ``scaling.store.state`` decides); the paths removed."""
     points = [q.point for q in plan.points]
     children: dict[str, list[str]] = {}
     for p in points:
@@ -48,19 +41,11 @@ def retire(plan: Plan) -> list[Path]:
         if traj is None or not traj.from_checkpoint or (p.train.epochs or 0) == last[traj.trunk]:
             continue
         latest = checkpoints.folder(run_dir(root, p)) / checkpoints.LATEST
-        if not latest.exists() or not _done(run_dir(root, p), p.evaluated):
+        # The segment is through with it: evaluated, or trained where it is not evaluated.
+        if not latest.exists() or not states[p.id].done:
             continue
-        if all(_trained(root / c) for c in children.get(p.id, ())):
+        if all(states[c].trained for c in children.get(p.id, ())):
             with contextlib.suppress(FileNotFoundError):
                 latest.unlink()
                 removed.append(latest)
     return removed
-
-
-def _done(directory: Path, evaluated: bool) -> bool:
-    """Whether the segment itself is through with its checkpoint: evaluated, or trained
-    where it is not evaluated (samples_mode=branches)."""
-    if not evaluated:
-        return read_trained(directory) is not None
-    outcome = read_outcome(directory)
-    return outcome is not None and outcome.status == "succeeded"
