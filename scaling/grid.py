@@ -84,6 +84,13 @@ class GridPoint:
         return self.samples_seen - self.start_epoch * self.samples_per_epoch
 
     @property
+    def cooldown_share(self) -> float | None:
+        """The share of its samples seen a trajectory's branch spends cooling down."""
+        if self.trajectory is None or not self.trajectory.cooldown_epochs:
+            return None
+        return self.trajectory.cooldown_epochs / (self.train.epochs or 1)
+
+    @property
     def evaluated(self) -> bool:
         """Whether the point is evaluated after training (a job of its own)."""
         return self.trajectory.evaluated if self.trajectory else True

@@ -40,7 +40,7 @@ class PlannedPoint:
             "evaluated": p.evaluated,
             "start_epoch": p.start_epoch,
             "cooldown_epochs": p.trajectory.cooldown_epochs if p.trajectory else 0,
-            "cooldown": cooldown_share(p),
+            "cooldown": p.cooldown_share,
             "samples_seen_target": p.samples_seen_target,
             "samples_seen": p.samples_seen,
             "epochs": t.epochs,
@@ -69,13 +69,6 @@ class PlannedPoint:
             "disk_gb": self.disk_gb,
             "shards": p.shards,
         }
-
-
-def cooldown_share(p: GridPoint) -> float | None:
-    """The share of a point's samples seen spent in its cooldown (a trajectory's branch)."""
-    if p.trajectory is None or not p.trajectory.cooldown_epochs:
-        return None
-    return p.trajectory.cooldown_epochs / (p.train.epochs or 1)
 
 
 @dataclass(frozen=True)

@@ -84,11 +84,10 @@ def _trajectory_cells(p: GridPoint) -> list[str]:
     traj = p.trajectory
     if traj is None:
         return ["", "", ""]
-    share = traj.cooldown_epochs / (p.train.epochs or 1)
     if traj.from_checkpoint:
         cooldown = "checkpoint" if traj.evaluated else "trunk"
     else:
-        cooldown = f"{traj.cooldown_epochs} ep ({share:.0%})"
+        cooldown = f"{traj.cooldown_epochs} ep ({p.cooldown_share:.0%})"
     return [traj.trunk.rsplit("_", 1)[-1], str(traj.start_epoch), cooldown]
 
 
