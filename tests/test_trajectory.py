@@ -266,3 +266,12 @@ def test_a_branch_retried_after_its_segment_trained_is_submitted() -> None:
     }
     assert states[segment].done and states[segment].trained
     assert _decide(branch, states, set(), LaunchOptions(retry_failed=True)) is None
+
+
+@pytest.mark.parametrize(
+    "override", ["samples_mode=sideways", "cooldown=0", "train.lr_scheduler=const-cooldown"]
+)
+def test_bad_trajectory_settings_end_scaling_plan_in_one_line(override: str) -> None:
+    result = CliRunner().invoke(main, ["plan", "sweep=toy", override])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
