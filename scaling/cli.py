@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -175,15 +176,29 @@ _DB = click.option(
 @main.command(name="import")
 @click.argument("table", type=click.Path(dir_okay=False))
 @click.option("--family", required=True, help="Name of the family the table's runs join (e.g. paper).")
+@click.option("--columns", default=None, help="FIELD=COLUMN,… for any CSV: fields model, params, gmacs, "
+              "samples_seen, compute, data, data_size, and metrics as DATASET/METRIC (e.g. train/loss=loss).")
+@click.option("--flops-per-param", type=float, default=None,
+              help="Derive samples seen from compute and params as C = k·N·D (6 for Chinchilla's FLOPs).")
 @_DB
 @_one_line_errors
-def import_(table: str, family: str, db: str | None) -> None:
-    """Import a published results table (the scaling-laws paper's zeroshot_results.csv format)."""
+def import_(table: str, family: str, columns: str | None, flops_per_param: float | None, db: str | None) -> None:
+    """Import a published results table: the scaling-laws paper's zeroshot_results.csv format,
+    or any CSV with --columns. The file is checked whole before the store is opened."""
     from pathlib import Path
 
-    from scaling.store import connect, import_table
+    from scaling.store.columns import parse_mapping, read_columns
+    from scaling.store.ingest import import_rows, read_table
 
-    count = import_table(connect(db), Path(table), family)
+    if flops_per_param is not None and not flops_per_param > 0:
+        raise ClipscaleError(f"--flops-per-param must be positive, got {flops_per_param:g}")
+    if columns is None:
+        points, metrics = read_table(Path(table))
+    else:
+        points, metrics = read_columns(Path(table), parse_mapping(columns), family, flops_per_param)
+    from scaling.store import connect
+
+    count = import_rows(connect(db), Path(table), family, points, metrics)
     click.echo(f"{count} runs in family {family}")
 
 
@@ -386,7 +401,8 @@ def runs(filters: tuple[str, ...], db: str | None, fmt: str, output: str | None)
 
 # ---------------------------------------------------------------- laws
 
-_FIT_KEYS = ("dataset", "metric", "frontier", "bins", "boot", "level", "seed")
+_FIT_KEYS = ("dataset", "metric", "frontier", "bins", "boot", "level", "seed", "form", "delta", "cut", "starts",
+             "size", "budget")
 _TARGET_KEYS = ("model", "samples_seen", "compute", "gmacs")
 
 
@@ -411,10 +427,44 @@ def _settings(options: dict[str, str]) -> Any:
         except ValueError:
             raise ClipscaleError(f"{key}={options[key]!r} is not a number") from None
 
-    return Settings(
-        method=options.get("frontier", "binned"), bins=number("bins", int, 5),
-        n_boot=number("boot", int, 1000), level=number("level", float, 0.95), seed=number("seed", int, 0),
+    from scaling.fit.forms import FORMS
+    from scaling.fit.frontier import METHODS
+
+    form = options.get("form", "power")
+    if form not in (*FORMS, "auto", *SURFACES):
+        raise ClipscaleError(f"form={form!r}: use {', '.join((*FORMS, *SURFACES, 'auto'))}")
+    method = options.get("frontier") or None
+    if method is not None and method not in METHODS:
+        raise ClipscaleError(f"unknown frontier {method!r} (valid: {', '.join(METHODS)})")
+    settings = Settings(
+        method=method, bins=number("bins", int, 5), n_boot=number("boot", int, 1000),
+        level=number("level", float, 0.95), seed=number("seed", int, 0), form=form,
+        delta=number("delta", float, 1e-3), cut=number("cut", float, None),
     )  # fmt: skip
+    if settings.bins < 1 or settings.n_boot < 0 or not 0 < settings.level < 1 or not settings.delta > 0:
+        raise ClipscaleError("bins must be ≥ 1, boot ≥ 0, level in (0, 1) and delta > 0")
+    if settings.cut is not None and not settings.cut > 0:
+        raise ClipscaleError(f"cut must be positive, got {settings.cut:g}")
+    return settings
+
+
+SURFACES = ("surface", "surface-effective")
+
+
+def _starts(options: dict[str, str]) -> int | None:
+    """starts=all (every point of the form's grid) or N (the N best-scoring); -1: the form's own."""
+    text = options.get("starts", "")
+    if not text:
+        return -1
+    if text == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ClipscaleError(f"starts={text!r}: use all or a positive number")
+    return n
 
 
 def _metric(options: dict[str, str], required: bool) -> tuple[str, str] | None:
@@ -473,6 +523,9 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
         _echo_json(rows) if fmt == "json" else print_fit_history(family, rows)
         return
     settings = _settings(options)
+    if settings.form in SURFACES:
+        _fit_surface(engine, filters, chosen, settings, options, fmt)
+        return
     fitted = [laws.fit(engine, filters, d, m, settings) for d, m in ([chosen] if chosen else
               laws.metrics_of(engine, filters))]  # fmt: skip
     if not fitted:
@@ -483,6 +536,70 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
         _echo_json(fitted[0].record() if chosen else [f.record() for f in fitted])
     else:
         print_fits(fitted)
+
+
+def _fit_surface(engine: Any, filters: list[str], chosen: tuple[str, str] | None, settings: Any,
+                 options: dict[str, str], fmt: str) -> None:  # fmt: skip
+    from scaling.fit import laws
+
+    if not chosen:
+        raise ClipscaleError("the surface is fitted for one metric: dataset=NAME metric=NAME")
+    budgets = [_number(b, "budget") for b in _list(options.get("budget", ""))]
+    fitted = laws.fit_surface_runs(engine, filters, *chosen, settings, options.get("size", "gmacs"),
+                                   settings.form == "surface-effective", _starts(options))  # fmt: skip
+    record = fitted.record(budgets)
+    if fmt == "json":
+        _echo_json(record)
+        return
+    click.echo(f"{fitted.family} {fitted.dataset}/{fitted.metric}: {fitted.surface.formula}")
+    for k, (lo, hi) in fitted.surface.params_ci.items():
+        click.echo(f"  {k:7} {fitted.surface.params[k]:.6g}  [{lo:.4g}, {hi:.4g}]")
+    s = fitted.surface
+    click.echo(f"  {s.n_runs} runs, N = {s.size}; best of {s.tried} starts reached by {s.reached}; "
+               f"converged: {s.converged}")  # fmt: skip
+    for row in record.get("compute_optimal", []):
+        best = row["best_model"]
+        click.echo(f"  C={row['compute']:.3g}: optimal N {row['gmacs_per_sample']:.4g} at D "
+                   f"{row['samples_seen']:.4g}; best model {best['model']} at {best['samples_seen']:.4g}")
+
+
+def _number(text: str, key: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ClipscaleError(f"{key}={text!r} is not a number") from None
+    if not value > 0:
+        raise ClipscaleError(f"{key} must be positive, got {text}")
+    return value
+
+
+@main.command(name="audit")
+@click.argument("args", nargs=-1)
+@_DB
+@_FORMAT
+@_one_line_errors
+def audit_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
+    """How well a law extrapolates: fit it on the runs below a compute cut (cut=COMPUTE, in the
+    family's units) or without the largest model or data set (holdout=model|data), predict every
+    held-out run, and show each prediction, its interval, whether it covers the actual value,
+    and the absolute relative error (ARE) of E.
+
+    ARGS: family=NAME, run filters, dataset= metric= (one metric), cut= or holdout=, and the
+    fit settings of `scaling fit` (form=power|floor|saturating|broken|auto, frontier=, boot=, …).
+    """
+    from scaling.fit import laws
+    from scaling.store import connect
+    from scaling.tables import print_audit
+
+    filters, options = _split_args(args, (*_FIT_KEYS, "holdout"))
+    dataset, metric = _metric(options, required=True) or ("", "")
+    settings = _settings(options)
+    if settings.form in SURFACES:
+        raise ClipscaleError("audit audits laws of compute: form=power|floor|saturating|broken|auto")
+    engine = connect(db, must_exist=True)
+    result = laws.audit_runs(engine, filters, dataset, metric, replace(settings, cut=None), settings.cut,
+                             options.get("holdout"))  # fmt: skip
+    _echo_json(result.record()) if fmt == "json" else print_audit(result)
 
 
 @main.command(name="predict")

@@ -204,22 +204,77 @@ def _ci(lo: float, hi: float, fmt: str = ".4f") -> str:
     return f"[{lo:{fmt}}, {hi:{fmt}}]"
 
 
+def error_text(metric: str) -> str:
+    from scaling.fit.laws import error_label
+
+    return error_label(metric).replace("-", "−")
+
+
+def _params(law: Any) -> str:
+    return ", ".join(f"{k} {v:.4g} {_ci(*law.params_ci[k], '.3g')}" for k, v in law.params.items())
+
+
+def _convergence_text(law: Any) -> str:
+    moved = ""
+    if law.sensitivity:
+        deltas = ", ".join(f"{d:g}" for d in law.sensitivity)
+        moved = f"; refitted at δ {deltas}: " + "; ".join(
+            ", ".join(f"{k} {v:.4g}" for k, v in p.items()) for p in law.sensitivity.values()
+        )
+    return (f"summed Huber δ={law.delta:g}, best of {law.tried} starts ({law.grid} scored) reached by "
+            f"{law.reached}, converged: {law.converged}{moved}")  # fmt: skip
+
+
+def print_audit(audited: Any, console: Console | None = None) -> None:
+    """Each held-out run: actual against predicted, the interval, covered, ARE."""
+    console = console or _console()
+    a, rec = audited.audit, audited.record()
+    table = Table(title=f"audit of {audited.family} {audited.dataset}/{audited.metric}: {a.law.name} law "
+                        f"fitted on {a.n_fit} runs, held out: {a.split}")  # fmt: skip
+    for name in ("run", "compute", "actual", "predicted", "interval", "covered", "ARE", "frontier"):
+        table.add_column(name, justify="left" if name == "run" else "right")
+    for h in rec["held_out"]:
+        table.add_row(h["run"], f"{h['compute']:.3g}", f"{h['actual']:.4f}", f"{h['predicted']:.4f}",
+                      _ci(*h["predicted_ci"]), "yes" if h["covered"] else "no", f"{h['are']:.1%}",
+                      "yes" if h["frontier"] else "")  # fmt: skip
+    table.caption = (
+        f"law below the split: {a.law.formula}\nARE of E = {error_text(audited.metric)} over the "
+        f"{len(a.scored)} held-out frontier runs: {a.are:.2%} (all {len(a.held_out)}: {a.are_all:.2%}); "
+        f"{a.coverage:.0%} covered by their {audited.settings.level:.0%} prediction intervals"
+    )
+    if audited.choice is not None:
+        table.caption += f"\nform chosen below the split: {audited.choice.form}, {audited.choice.reason}"
+    console.print(table)
+
+
 def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
     """One row per fitted law: the formula, α and β with intervals, fit quality, runs used."""
     console = console or _console()
     table = Table(title=f"laws of {fitted[0].family}" if fitted else "laws")
-    for name in ("dataset/metric", "E = β·C^α", "α CI", "β CI", "R²", "runs", "frontier"):
-        table.add_column(name, justify="left" if name in ("dataset/metric", "E = β·C^α") else "right")
+    power = all(hasattr(f.law, "alpha_ci") for f in fitted)  # least-squares power laws
+    heads = ("dataset/metric", "E = β·C^α", "α CI", "β CI") if power else ("dataset/metric", "law", "parameters")
+    for name in (*heads, "R²", "runs", "frontier"):
+        table.add_column(name, justify="left" if name in ("dataset/metric", "E = β·C^α", "law", "parameters")
+                         else "right")  # fmt: skip
     for f in fitted:
         law = f.law
+        cells = (
+            (law.formula, _ci(*law.alpha_ci), _ci(*law.beta_ci, ".4g")) if power
+            else (f"{law.name}: {law.formula}", _params(law))
+        )  # fmt: skip
         table.add_row(
-            f"{f.dataset}/{f.metric}", law.formula, _ci(law.alpha_ci[0], law.alpha_ci[1]),
-            _ci(law.beta_ci[0], law.beta_ci[1], ".4g"),
+            f"{f.dataset}/{f.metric}", *cells,
             f"{law.r2:.3f}", f"{law.n_runs}" + (f" (+{len(f.skipped)} without)" if f.skipped else ""),
             f"{len(law.frontier)} ({law.method})",
         )  # fmt: skip
     if fitted:
-        table.caption = f"E = 1 − metric, C in GMACs; {fitted[0].law.level:.0%} bootstrap intervals"
+        table.caption = f"E = {error_text(fitted[0].metric)}, C in the family's units (GMACs for sweeps); "
+        table.caption += f"{fitted[0].law.level:.0%} bootstrap intervals"
+        for f in fitted:
+            if f.choice is not None:
+                table.caption += f"\n{f.dataset}/{f.metric}: form {f.choice.form}, {f.choice.reason}"
+            if hasattr(f.law, "objective"):
+                table.caption += f"\n{f.dataset}/{f.metric}: {_convergence_text(f.law)}"
         if fitted[0].left_out or fitted[0].checkpoints != "final":
             table.caption += f"\n{fitted[0].points}"
         sources = fitted[0].sources

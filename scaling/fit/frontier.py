@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-METHODS = ("binned", "pareto", "all")
+METHODS = ("binned", "pareto", "geometric", "hull", "all")
+GEOMETRIC_WIDTH = float(np.log10(2.0))  # one bin per doubling of compute (LAION 2025)
 Array = NDArray[np.float64]
 
 
@@ -45,9 +46,16 @@ def frontier(log_c: Array, log_e: Array, method: str, bins: int = 5) -> Frontier
     ``binned`` is the paper's: ``bins`` equal-width bins of log10 C over [min, max + 0.1],
     the lowest log10 E of each placed at the bin's centre, empty bins dropped. ``pareto``
     keeps each run whose error is below that of every run of less compute; ``all`` keeps
-    every run.
+    every run. ``geometric`` is LAION 2025's: bins one doubling of compute wide, the best run
+    of each at its own compute, kept only where its error is below every kept run before it
+    (a monotone decrease). ``hull``: the lower convex hull of the runs in log-log, up to its
+    lowest error.
     """
     n = len(log_c)
+    if method == "geometric":
+        return _geometric(log_c, log_e)
+    if method == "hull":
+        return _hull(log_c, log_e)
     if method == "all":
         return Frontier(log_c, log_e, np.arange(n))
     if method == "pareto":
@@ -66,6 +74,35 @@ def frontier(log_c: Array, log_e: Array, method: str, bins: int = 5) -> Frontier
     return Frontier(np.array(xs), np.array(ys), np.array(idx, dtype=np.intp))
 
 
+def _geometric(log_c: Array, log_e: Array) -> Frontier:
+    which = np.floor((log_c - log_c.min()) / GEOMETRIC_WIDTH).astype(np.int64)
+    keep: list[int] = []
+    for b in np.unique(which):
+        inside = np.flatnonzero(which == b)
+        best = int(inside[np.argmin(log_e[inside])])
+        if not keep or log_e[best] < log_e[keep[-1]]:
+            keep.append(best)
+    idx = np.array(keep, dtype=np.intp)
+    return Frontier(log_c[idx], log_e[idx], idx)
+
+
+def _hull(log_c: Array, log_e: Array) -> Frontier:
+    lower: list[int] = []  # Andrew's monotone chain over runs sorted by (compute, error)
+    for i in range(len(log_c)):
+        if lower and log_c[lower[-1]] == log_c[i]:
+            continue  # same compute: the first (lowest error) stays
+        while len(lower) >= 2 and _cross(log_c, log_e, lower[-2], lower[-1], i) <= 0:
+            lower.pop()
+        lower.append(i)
+    idx = np.array(lower, dtype=np.intp)
+    idx = idx[: int(np.argmin(log_e[idx])) + 1]  # the decreasing part: past the lowest error it rises
+    return Frontier(log_c[idx], log_e[idx], idx)
+
+
+def _cross(x: Array, y: Array, o: int, a: int, b: int) -> float:
+    return float((x[a] - x[o]) * (y[b] - y[o]) - (y[a] - y[o]) * (x[b] - x[o]))
+
+
 def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: str, bins: int) -> Array:
     """Least-squares sums (n, Σx, Σy, Σxx, Σxy) of each resample's frontier, shape (B, 5).
 
@@ -74,6 +111,13 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
     if method == "all":
         return _sums(counts.astype(np.float64), log_c[None, :], log_e[None, :])
     present = counts > 0
+    if method in ("geometric", "hull"):  # no closed form over a batch: one frontier a resample
+        rows = []
+        for row in present:
+            keep = np.flatnonzero(row)
+            f = frontier(log_c[keep], log_e[keep], method)
+            rows.append(_sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0])
+        return np.array(rows).reshape(len(counts), 5)
     if method == "pareto":
         y = np.where(present, log_e[None, :], np.inf)
         running = np.minimum.accumulate(y, axis=1)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,7 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
-from scaling.fit.powerlaw import Law, fit_law, percentile_interval
+from scaling.fit.audit import Audit, Choice, audit, choose, compute_cut
+from scaling.fit.curve import Curve
+from scaling.fit.forms import FORMS, N_PARAMS, fit_form, frontier_for
+from scaling.fit.huber import DELTA, Array
+from scaling.fit.powerlaw import percentile_interval
+from scaling.fit.surface import Surface, fit_surface
 from scaling.outcome import json_safe
 from scaling.store.db import transaction
 from scaling.store.models import Fit
@@ -37,13 +42,38 @@ PRIMARY = ("acc1", "lp_acc1", "image_retrieval_recall@5")
 
 @dataclass(frozen=True)
 class Settings:
-    """How a law is fitted: the frontier and the bootstrap."""
+    """How a law is fitted: its form, the frontier and the bootstrap."""
 
-    method: str = "binned"
+    method: str | None = None  # None: the form's own (binned for power, geometric for the rest)
     bins: int = 5
     n_boot: int = 1000
     level: float = 0.95
     seed: int = 0
+    form: str = "power"  # power, floor, saturating, broken, auto (by held-out error)
+    delta: float = DELTA
+    cut: float | None = None  # where `auto` holds runs out (None: the top quarter of log compute)
+    objective: str | None = None  # ols or huber (None: ols for power, huber for the rest and auto)
+
+    @property
+    def frontier(self) -> str:
+        return frontier_for(self.form if self.form in FORMS else "auto", self.method)
+
+
+def lower_is_better(metric: str) -> bool:
+    """A loss is fitted as it is; an accuracy or a recall as its error 1 − value."""
+    return metric == "loss" or metric.endswith("_loss")
+
+
+def to_error(metric: str, value: float) -> float:
+    return value if lower_is_better(metric) else 1.0 - value
+
+
+def from_error(metric: str, error: float) -> float:
+    return error if lower_is_better(metric) else 1.0 - error
+
+
+def error_label(metric: str) -> str:
+    return metric if lower_is_better(metric) else f"1 - {metric}"
 
 
 @dataclass(frozen=True)
@@ -54,7 +84,9 @@ class Run:
     samples_seen: int
     gmacs_per_sample: float | None
     compute: float
-    value: float  # the metric; the error is 1 - value
+    value: float  # the metric; the error is 1 - value (or the value, for a loss)
+    params: float | None = None
+    data_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,11 +98,16 @@ class Fitted:
     dataset: str
     metric: str
     settings: Settings
-    law: Law
+    law: Any  # powerlaw.Law, or curve.Curve for the other forms
     runs: tuple[Run, ...]
     skipped: tuple[str, ...] = field(default_factory=tuple)  # runs without a value for the metric
     checkpoints: str = "final"  # which points of trajectories: final, all, only (see store.query)
     left_out: int = 0  # constant-LR checkpoints the selection left out
+    choice: Any = None  # audit.Choice where the form was chosen by held-out error (form=auto)
+
+    @property
+    def errors(self) -> list[float]:
+        return [to_error(self.metric, r.value) for r in self.runs]
 
     @property
     def points(self) -> str:
@@ -94,14 +131,18 @@ class Fitted:
 
     def record(self) -> dict[str, Any]:
         law, by_id = self.law, {r.id: r for r in self.runs}
+        ci = law.params_ci
+        power = {"alpha": law.params["alpha"], "beta": law.params["beta"], "alpha_ci": list(ci["alpha"]),
+                 "beta_ci": list(ci["beta"])} if law.name == "power" else {}  # fmt: skip
         return {
             "family": self.family, "filters": list(self.filters), "dataset": self.dataset,
-            "metric": self.metric, "error": f"1 - {self.metric}", "formula": law.formula,
-            "alpha": law.alpha, "beta": law.beta, "alpha_ci": list(law.alpha_ci),
-            "beta_ci": list(law.beta_ci),
+            "metric": self.metric, "error": error_label(self.metric), "form": law.name,
+            "formula": law.formula, **power, "params": dict(law.params),
+            "params_ci": {k: list(v) for k, v in law.params_ci.items()}, **_convergence(law),
+            **({"choice": choice_record(self.choice)} if self.choice is not None else {}),
             "level": law.level, "r2": law.r2, "rmse_log10": law.rmse, "n_runs": law.n_runs,
             "n_frontier": len(law.frontier), "n_skipped": len(self.skipped), "frontier_method": law.method,
-            "frontier_requested": self.settings.method, "bins": law.bins, "n_boot": law.n_boot,
+            "frontier_requested": self.settings.method or law.method, "bins": law.bins, "n_boot": law.n_boot,
             "boot_valid": law.boot_valid, "seed": law.seed, "sources": self.sources,
             "checkpoints": self.checkpoints, "checkpoints_left_out": self.left_out,
             "frontier": [
@@ -111,6 +152,23 @@ class Fitted:
                 for p in law.frontier
             ],
         }  # fmt: skip
+
+
+def _convergence(law: Any) -> dict[str, Any]:
+    """How a nonlinear fit converged and how much it moves with δ (nothing for least squares)."""
+    if not isinstance(law, Curve):
+        return {"objective": "least squares of log10 E on log10 C"}
+    return {
+        "objective": f"summed Huber (delta={law.delta:g}) of ln residuals", "objective_value": law.objective,
+        "converged": law.converged, "starts_reached_best": law.reached, "starts_optimised": law.tried,
+        "starts_scored": law.grid, "delta_sensitivity": {f"{d:g}": p for d, p in law.sensitivity.items()},
+    }
+
+
+def choice_record(choice: Any) -> dict[str, Any]:
+    return {"form": choice.form, "why": choice.reason,
+            "held_out_are": {a.form: a.are for a in choice.audits},
+            "failed": dict(choice.failed)}  # fmt: skip
 
 
 def split_metric(dataset: str | None, metric: str | None) -> tuple[str | None, str | None]:
@@ -168,7 +226,7 @@ def load(
         if r["compute_gmacs"] is None:
             raise ClipscaleError(f"run {r['id']}: its compute is not known (no GMACs per sample)")
         runs.append(Run(r["id"], r["model"], r["data"], int(r["samples_seen"]), r["gmacs_per_sample"],
-                        float(r["compute_gmacs"]), float(value)))  # fmt: skip
+                        float(r["compute_gmacs"]), float(value), r["params"], r["data_size"]))  # fmt: skip
     return runs, skipped, left_out
 
 
@@ -179,16 +237,55 @@ def fit(
     parsed = parse_filters(filters)
     family = family_of(parsed)
     runs, skipped, left_out = load(engine, filters, dataset, metric)
+    c = np.array([r.compute for r in runs])
+    e = np.array([to_error(metric, r.value) for r in runs])
     try:
-        law = fit_law(
-            [r.compute for r in runs], [1 - r.value for r in runs], [r.id for r in runs],
-            method=settings.method, bins=settings.bins, n_boot=settings.n_boot, level=settings.level,
-            seed=settings.seed,
-        )  # fmt: skip
-    except ClipscaleError as e:
-        raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {e}") from None
+        law, choice = fit_arrays(settings, c, e, [r.id for r in runs], _upper(metric))
+    except ClipscaleError as err:
+        raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
     return Fitted(family, tuple(filters), dataset, metric, settings, law, tuple(runs), tuple(skipped),
-                  checkpoints_of(parsed), left_out)  # fmt: skip
+                  checkpoints_of(parsed), left_out, choice)  # fmt: skip
+
+
+def _upper(metric: str) -> float | None:
+    return None if lower_is_better(metric) else 1.0
+
+
+CANDIDATE_BOOT = 200  # resamples behind each candidate's held-out intervals when choosing a form
+
+
+def fit_arrays(
+    settings: Settings, c: Array, e: Array, ids: Sequence[str], upper: float | None = 1.0
+) -> tuple[Any, Choice | None]:
+    """The law of ``settings.form`` through the runs; ``auto`` first chooses the form by
+    held-out error (runs at or above ``settings.cut`` held out) and returns the choice."""
+    if settings.form != "auto":
+        law = fit_form(settings.form, c, e, ids, method=settings.frontier, bins=settings.bins,
+                       n_boot=settings.n_boot, level=settings.level, seed=settings.seed, delta=settings.delta,
+                       upper=upper, objective=settings.objective)  # fmt: skip
+        return law, None
+    cut = settings.cut if settings.cut is not None else compute_cut(c)
+    choice = choose_form(settings, c, e, ids, c >= cut, f"compute ≥ {cut:.3g}", upper)
+    chosen = replace(settings, form=choice.form, method=settings.frontier, objective=settings.objective or "huber")
+    law, _ = fit_arrays(chosen, c, e, ids, upper)
+    return law, choice
+
+
+def choose_form(
+    settings: Settings, c: Array, e: Array, ids: Sequence[str], held: Array, split: str,
+    upper: float | None = 1.0,
+) -> Choice:  # fmt: skip
+    """Audit every form on one split, all through the same frontier, and choose by held-out error."""
+    trial = replace(settings, method=settings.frontier, n_boot=min(settings.n_boot, CANDIDATE_BOOT), cut=None,
+                    objective=settings.objective or "huber")  # one objective for every candidate
+
+    def candidate(form: str) -> Any:
+        def fitter(cc: Array, ee: Array, rr: Sequence[str]) -> Any:
+            return fit_arrays(replace(trial, form=form), cc, ee, rr, upper)[0]
+
+        return lambda: audit(fitter, form, c, e, ids, held, split, settings.level)
+
+    return choose([(f, N_PARAMS[f], candidate(f)) for f in FORMS])
 
 
 def _law_name(family: str, dataset: str, metric: str) -> str:
@@ -237,9 +334,10 @@ class Prediction:
             "label": self.label, "model": self.model, "samples_seen": self.samples_seen,
             "gmacs_per_sample": self.gmacs_per_sample, "compute": self.compute,
             "dataset": fitted.dataset, "metric": fitted.metric,
-            "predicted": 1 - self.error, "predicted_ci": [1 - hi, 1 - lo],
+            "predicted": from_error(fitted.metric, self.error),
+            "predicted_ci": sorted([from_error(fitted.metric, lo), from_error(fitted.metric, hi)]),
             "error": self.error, "error_ci": [lo, hi], "level": fitted.law.level,
-            "law": {"formula": fitted.law.formula, "alpha": fitted.law.alpha, "beta": fitted.law.beta,
+            "law": {"form": fitted.law.name, "formula": fitted.law.formula, "params": dict(fitted.law.params),
                     "n_runs": fitted.law.n_runs, "frontier_method": fitted.law.method},
         }  # fmt: skip
 
@@ -281,6 +379,8 @@ def compare(a: Fitted, b: Fitted) -> Comparison:
     """α_a − α_b and β_a / β_b with intervals from independent bootstraps of the two families."""
     if (a.dataset, a.metric) != (b.dataset, b.metric):
         raise ClipscaleError("compare laws of the same metric")
+    if isinstance(a.law, Curve) or isinstance(b.law, Curve):
+        raise ClipscaleError("compare compares power laws (α, β): fit both with form=power")
     n = min(len(a.law.draws), len(b.law.draws))
     if n == 0:
         raise ClipscaleError("a law without bootstrap draws cannot be compared (boot=0)")
@@ -308,8 +408,11 @@ def _selection(f: Fitted) -> str:
 
 def record_fit(engine: Engine, fitted: Fitted, trigger: str = "fit") -> bool:
     """Add the fit to the history unless the last fit of the same selection had the same
-    inputs and settings; returns whether a row was added."""
+    inputs and settings; returns whether a row was added. The history keeps power laws (its
+    columns are α and β); other forms are reported, not recorded."""
     law = fitted.law
+    if isinstance(law, Curve):
+        return False
     row = {
         "family": fitted.family, "selection": _selection(fitted), "dataset": fitted.dataset,
         "metric": fitted.metric, "method": law.method, "bins": law.bins, "n_runs": law.n_runs,
@@ -480,3 +583,165 @@ def refit(
                 continue
             out.append(Refit(group, dataset, metric, f, recorded=record_fit(engine, f, trigger)))
     return out
+
+
+# ---------------------------------------------------------------- the extrapolation audit
+
+
+@dataclass(frozen=True)
+class Audited:
+    """An audit of stored runs: the split, the law below it, each held-out run's prediction."""
+
+    family: str
+    filters: tuple[str, ...]
+    dataset: str
+    metric: str
+    settings: Settings
+    audit: Audit
+    runs: tuple[Run, ...]
+    cut: float | None
+    choice: Choice | None  # form=auto: which form the runs below the split chose
+
+    def record(self) -> dict[str, Any]:
+        by_id, a, m = {r.id: r for r in self.runs}, self.audit, self.metric
+        held = []
+        for h in a.held_out:
+            r = by_id[h.run]
+            lo, hi = sorted([from_error(m, h.predicted_ci[0]), from_error(m, h.predicted_ci[1])])
+            held.append({"run": h.run, "model": r.model, "data": r.data, "samples_seen": r.samples_seen,
+                         "compute": h.compute, "actual": r.value, "predicted": from_error(m, h.predicted),
+                         "predicted_ci": [lo, hi], "covered": h.covered, "are": h.are,
+                         "frontier": h.frontier})  # fmt: skip
+        return {
+            "family": self.family, "filters": list(self.filters), "dataset": self.dataset, "metric": m,
+            "error": error_label(m), "form": a.law.name, "split": a.split, "cut": self.cut,
+            "n_fit": a.n_fit, "n_held_out": len(a.held_out), "n_scored": len(a.scored),
+            "are": a.are, "are_all": a.are_all, "coverage": a.coverage, "level": self.settings.level,
+            "law": {"formula": a.law.formula, "params": dict(a.law.params), "frontier_method": a.law.method,
+                    "n_frontier": len(a.law.frontier), **_convergence(a.law)},
+            **({"choice": choice_record(self.choice)} if self.choice is not None else {}),
+            "held_out": held,
+        }  # fmt: skip
+
+
+def split_runs(runs: Sequence[Run], cut: float | None, holdout: str | None) -> tuple[Array, str]:
+    """Which runs an audit holds out: at or above a compute cut, or the largest model's
+    (GMACs per sample), or the largest data set's (unique samples)."""
+    if (cut is None) == (holdout is None):
+        raise ClipscaleError("audit: give cut=COMPUTE or holdout=model|data (one of them)")
+    if cut is not None:
+        if not cut > 0:
+            raise ClipscaleError(f"audit: cut must be positive, got {cut:g}")
+        return np.array([r.compute >= cut for r in runs]), f"compute ≥ {cut:.3g}"
+    if holdout == "model":
+        size = {r.model: r.gmacs_per_sample or r.params or 0.0 for r in runs}
+        largest = max(size, key=lambda k: (size[k], k))
+        return np.array([r.model == largest for r in runs]), f"model {largest} (the largest)"
+    if holdout == "data":
+        sizes = {r.data: data_size_of(r) for r in runs}
+        largest = max(sizes, key=lambda k: (sizes[k], k))
+        return np.array([r.data == largest for r in runs]), f"data {largest} (the largest)"
+    raise ClipscaleError(f"audit: holdout={holdout!r}: use model or data")
+
+
+def data_size_of(run: Run) -> float:
+    """Unique samples of a run's data set: as stored, else read from a size suffix (LAION-80M)."""
+    if run.data_size:
+        return float(run.data_size)
+    m = re.match(r"^.*?[-_]?(\d+(?:\.\d+)?[kKmMbBtT])$", run.data)
+    if not m:
+        raise ClipscaleError(f"data set {run.data}: its size is not known (import it with data_size=)")
+    from scaling.units import parse_count
+
+    return float(parse_count(m.group(1), f"size of {run.data}"))
+
+
+def audit_runs(
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings = Settings(),
+    cut: float | None = None, holdout: str | None = None,
+) -> Audited:  # fmt: skip
+    """Fit ``settings.form`` on the runs the split keeps and predict every run it holds out;
+    ``auto`` chooses the form on the kept runs alone (their own top quarter held out)."""
+    parsed = parse_filters(filters)
+    family = family_of(parsed)
+    runs, _, _ = load(engine, filters, dataset, metric)
+    c = np.array([r.compute for r in runs])
+    e = np.array([to_error(metric, r.value) for r in runs])
+    held, split = split_runs(runs, cut, holdout)
+    chosen: list[Choice] = []
+
+    def fitter(cc: Array, ee: Array, rr: Sequence[str]) -> Any:
+        law, choice = fit_arrays(replace(settings, cut=None), cc, ee, rr, _upper(metric))
+        if choice is not None:
+            chosen.append(choice)
+        return law
+
+    try:
+        result = audit(fitter, settings.form, c, e, [r.id for r in runs], held, split, settings.level)
+    except ClipscaleError as err:
+        raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
+    return Audited(family, tuple(filters), dataset, metric, settings, result, tuple(runs), cut,
+                   chosen[0] if chosen else None)  # fmt: skip
+
+
+# ---------------------------------------------------------------- the error surface
+
+
+@dataclass(frozen=True)
+class FittedSurface:
+    family: str
+    filters: tuple[str, ...]
+    dataset: str
+    metric: str
+    surface: Surface
+    runs: tuple[Run, ...]
+    catalogue: dict[str, float]  # model → N, for the best catalogue model per budget
+
+    def record(self, budgets: Sequence[float] = ()) -> dict[str, Any]:
+        s = self.surface
+        out: dict[str, Any] = {
+            "family": self.family, "filters": list(self.filters), "dataset": self.dataset,
+            "metric": self.metric, "error": error_label(self.metric), "form": s.name, "size": s.size,
+            "formula": s.formula, "params": dict(s.params),
+            "params_ci": {k: list(v) for k, v in s.params_ci.items()}, "level": s.level,
+            "n_runs": s.n_runs, "rmse_ln": s.rmse, "n_boot": s.n_boot, "boot_valid": s.boot_valid,
+            "objective": f"summed Huber (delta={s.delta:g}) of ln residuals", "objective_value": s.objective,
+            "converged": s.converged, "starts_reached_best": s.reached, "starts_optimised": s.tried,
+            "starts_scored": s.grid, "delta_sensitivity": {f"{d:g}": p for d, p in s.sensitivity.items()},
+        }  # fmt: skip
+        if budgets and s.size == "gmacs":
+            n, d = s.optimal(np.asarray(budgets, float))
+            out["compute_optimal"] = [
+                {"compute": float(c), "gmacs_per_sample": float(nn), "samples_seen": float(dd),
+                 "best_model": dict(zip(("model", "samples_seen", "error"), s.best_of(self.catalogue, float(c)),
+                                        strict=True))}
+                for c, nn, dd in zip(budgets, n, d, strict=True)
+            ]  # fmt: skip
+        return out
+
+
+def fit_surface_runs(
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings = Settings(),
+    size: str = "gmacs", effective: bool = False, top: int | None = -1,
+) -> FittedSurface:  # fmt: skip
+    """E(N, D) over every selected run: N its GMACs per sample (or parameters), D its samples
+    seen; ``effective``: repeats of the data set count less."""
+    if size not in ("gmacs", "params"):
+        raise ClipscaleError(f"size={size!r}: use gmacs or params")
+    parsed = parse_filters(filters)
+    family = family_of(parsed)
+    runs, _, _ = load(engine, filters, dataset, metric)
+    n = [(r.gmacs_per_sample if size == "gmacs" else r.params) for r in runs]
+    missing = [r.id for r, v in zip(runs, n, strict=True) if not v]
+    if missing:
+        raise ClipscaleError(f"run {missing[0]}: its {'GMACs per sample' if size == 'gmacs' else 'parameters'}"
+                             f" are not known (size=gmacs|params)")  # fmt: skip
+    e = [to_error(metric, r.value) for r in runs]
+    unique = [data_size_of(r) for r in runs] if effective else None
+    try:
+        s = fit_surface(n, [r.samples_seen for r in runs], e, unique, size=size, n_boot=settings.n_boot,
+                        level=settings.level, seed=settings.seed, delta=settings.delta, top=top)  # fmt: skip
+    except ClipscaleError as err:
+        raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
+    catalogue = {r.model: float(v) for r, v in zip(runs, n, strict=True) if v}
+    return FittedSurface(family, tuple(filters), dataset, metric, s, tuple(runs), catalogue)

@@ -47,6 +47,24 @@ class Law:
     seed: int
     # Bootstrap draws of (α, log10 β), for predictions and comparisons.
     draws: Array = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 2)))
+    residuals: Array = field(repr=False, compare=False, default_factory=lambda: np.empty(0))  # log10
+
+    name = "power"
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "beta": self.beta}
+
+    @property
+    def params_ci(self) -> dict[str, tuple[float, float]]:
+        return {"alpha": self.alpha_ci, "beta": self.beta_ci}
+
+    def log10_error(self, compute: Array) -> Array:
+        return np.asarray(np.log10(self.beta) + self.alpha * np.log10(compute))
+
+    def log10_draws(self, compute: Array) -> Array:
+        """log10 E at each compute for each bootstrap law, shape (draws, n)."""
+        return np.asarray(self.draws[:, :1] * np.log10(compute)[None, :] + self.draws[:, 1:])
 
     @property
     def formula(self) -> str:
@@ -64,7 +82,7 @@ class Law:
         bootstrap laws at the law's level (NaN without draws)."""
         if len(self.draws) == 0:
             return np.full((2, len(compute)), np.nan)
-        log_e = self.draws[:, :1] * np.log10(compute)[None, :] + self.draws[:, 1:]
+        log_e = self.log10_draws(compute)
         tail = (1 - self.level) / 2 * 100
         return np.asarray(10 ** np.percentile(log_e, [tail, 100 - tail], axis=0))
 
@@ -90,11 +108,13 @@ def fit_law(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    upper: float | None = 1.0,
 ) -> Law:
-    """Fit E = β·C^α through the ``method`` frontier of the runs (compute in GMACs, error in (0, 1])."""
+    """Fit E = β·C^α through the ``method`` frontier of the runs (compute in GMACs, error in
+    (0, upper]: 1 for an error rate, None for a loss)."""
     c, e = np.asarray(compute, dtype=np.float64), np.asarray(error, dtype=np.float64)
     names = list(runs) if runs is not None else [str(i) for i in range(len(c))]
-    _check(c, e, names, bins, n_boot, level)
+    check_runs(c, e, names, bins, n_boot, level, upper)
     method = method_for(method, len(c), bins)
     all_c, all_e = np.log10(c), np.log10(e)
     order = sort_runs(all_c, all_e)
@@ -116,7 +136,7 @@ def fit_law(
         beta_ci=(10 ** lb_ci[0], 10 ** lb_ci[1]), level=level,
         r2=_r2(front.log_e, residual), rmse=float(np.sqrt(np.mean(residual**2))),
         n_runs=len(c), method=method, bins=bins, frontier=points, n_boot=n_boot,
-        boot_valid=len(draws), seed=seed, draws=draws,
+        boot_valid=len(draws), seed=seed, draws=draws, residuals=residual,
     )  # fmt: skip
 
 
@@ -156,15 +176,18 @@ def percentile_interval(values: Array, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _check(c: Array, e: Array, names: list[str], bins: int, n_boot: int, level: float) -> None:
+def check_runs(
+    c: Array, e: Array, names: list[str], bins: int, n_boot: int, level: float, upper: float | None
+) -> None:
     if len(c) != len(e) or len(names) != len(c):
         raise ClipscaleError("compute, error and run names differ in length")
     bad_c = np.flatnonzero(~(np.isfinite(c) & (c > 0)))
     if bad_c.size:
         raise ClipscaleError(f"run {names[bad_c[0]]}: compute must be positive, got {c[bad_c[0]]:g}")
-    bad_e = np.flatnonzero(~(np.isfinite(e) & (e > 0) & (e <= 1)))
+    bad_e = np.flatnonzero(~(np.isfinite(e) & (e > 0) & (e <= (np.inf if upper is None else upper))))
     if bad_e.size:
-        raise ClipscaleError(f"run {names[bad_e[0]]}: error {e[bad_e[0]]:g} is outside (0, 1]")
+        where = "(0, 1]" if upper == 1 else ("(0, ∞)" if upper is None else f"(0, {upper:g}]")
+        raise ClipscaleError(f"run {names[bad_e[0]]}: error {e[bad_e[0]]:g} is outside {where}")
     if len(c) < 2:
         raise ClipscaleError(f"{len(c)} run(s): a law needs at least two")
     if np.unique(c).size < 2:

@@ -52,17 +52,21 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def connect(url: str | None = None, migrate: bool = True) -> Engine:
-    """An engine on the store at ``url`` with its schema at the newest revision."""
+def connect(url: str | None = None, migrate: bool = True, must_exist: bool = False) -> Engine:
+    """An engine on the store at ``url`` with its schema at the newest revision; with
+    ``must_exist``, a SQLite file that is not there is an error, not a new empty store
+    (for commands that only read)."""
     url = store_url(url)
     try:
         parsed = sa.make_url(url)
     except Exception:
         raise ClipscaleError(f"not a database URL: {url!r}") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise ClipscaleError(f"cannot open {redact(url)}: folder {folder} does not exist")
+        path = Path(parsed.database).expanduser().resolve()
+        if not path.parent.is_dir():
+            raise ClipscaleError(f"cannot open {redact(url)}: folder {path.parent} does not exist")
+        if must_exist and not path.exists():
+            raise ClipscaleError(f"no results store at {path}: import or ingest runs first (--db to name one)")
     try:
         engine = sa.create_engine(parsed, pool_pre_ping=True)
     except Exception as e:  # e.g. a missing driver

@@ -44,14 +44,20 @@ class PointRow:
     config: dict[str, Any]
     samples_per_s: float | None = None
     mfu: float | None = None
+    compute: float | None = None  # in the family's own units, where not GMACs per sample × samples
+    params: float | None = None
+    data_size: int | None = None
 
     def values(self, now: datetime) -> dict[str, Any]:
-        compute = self.gmacs_per_sample * self.samples_seen if self.gmacs_per_sample is not None else None
+        compute = self.compute
+        if compute is None and self.gmacs_per_sample is not None:
+            compute = self.gmacs_per_sample * self.samples_seen
         return {
             "id": self.id, "model": self.model, "data": self.data, "samples_seen": self.samples_seen,
             "gmacs_per_sample": self.gmacs_per_sample, "compute_gmacs": compute, "status": self.status,
             "source": self.source, "config": json.dumps(self.config, sort_keys=True), "updated_at": now,
-            "samples_per_s": self.samples_per_s, "mfu": self.mfu, **trajectory_columns(self.config),
+            "samples_per_s": self.samples_per_s, "mfu": self.mfu, "params": self.params,
+            "data_size": self.data_size, **trajectory_columns(self.config),
         }  # fmt: skip
 
 
@@ -110,7 +116,7 @@ def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_stat
     run's status is ``state``'s to write), their throughput only if ``throughput``."""
     now = _now()
     columns = ["model", "data", "samples_seen", "gmacs_per_sample", "compute_gmacs", "source", "config",
-               "updated_at", "schedule", "trunk", "cooldown", "from_checkpoint",
+               "updated_at", "schedule", "trunk", "cooldown", "from_checkpoint", "params", "data_size",
                *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
     upsert(
         conn, Point, [p.values(now) for p in points], ["id"], columns if keep_status else [*columns, "status"]
@@ -315,6 +321,14 @@ def _table_point(row: dict[str, str], where: str) -> PointRow:
 def import_table(engine: Engine, path: Path, family: str, description: str = "") -> int:
     """Import a published table as family ``family``; returns the number of runs."""
     points, metrics = read_table(path)
+    return import_rows(engine, path, family, points, metrics, description)
+
+
+def import_rows(
+    engine: Engine, path: Path, family: str, points: Sequence[PointRow], metrics: Sequence[dict[str, Any]],
+    description: str = "",
+) -> int:  # fmt: skip
+    """Write points and metrics read from a table as family ``family``, in one transaction."""
 
     def work(conn: Connection) -> None:
         _family(conn, family, "import", description or f"imported from {path.name}")

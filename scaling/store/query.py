@@ -35,6 +35,8 @@ POINT_COLUMNS = (
     "trunk",
     "cooldown",
     "from_checkpoint",
+    "params",
+    "data_size",
 )
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
 _FILTER = re.compile(r"^(?P<key>[^<>=!]+?)(?P<op>>=|<=|>|<|=)(?P<value>.*)$")
