@@ -174,7 +174,7 @@ def _plot_group(ax: Axes, section: Section, i: int, name: str, fitted: Fitted) -
         markeredgewidth=1.1, zorder=4,
     )[0]  # fmt: skip
     c = np.geomspace(min(r.compute for r in fitted.runs), _group_end(section, name, fitted), 200)
-    (line,) = ax.plot(c, law.beta * c**law.alpha, linestyle=style, color=colour, linewidth=1.4, zorder=5)
+    (line,) = ax.plot(c, 10 ** law.log10_error(c), linestyle=style, color=colour, linewidth=1.4, zorder=5)
     handles: tuple[Artist, ...] = (line, front)
     if len(law.draws):  # without bootstrap draws (boot=0) there is no band
         band = law.error_band(c)
@@ -268,6 +268,8 @@ def _level(section: Section) -> float:
 
 def _law_label(name: str, fitted: Fitted) -> str:
     law = fitted.law
+    if not hasattr(law, "alpha_ci"):  # another form than the least-squares power law
+        return f"{_plain(name)}: {law.name}, {law.formula}  (R² {law.r2:.2f}, {len(law.frontier)} frontier points)"
     lo, hi = law.alpha_ci
     ci = f"α {law.level:.0%} CI [{_signed(lo)}, {_signed(hi)}]" if math.isfinite(lo + hi) else "no CI"
     front = f"{len(law.frontier)} frontier points ({'all runs' if law.method == 'all' else law.method})"
@@ -365,10 +367,41 @@ def _section(s: Section, stem: str) -> list[str]:
         ]
     if s.predictions:
         lines += ["", "### Predictions", "", *_predictions(s)]
+    choices = [(g, f.choice) for g, f in s.fits if f.choice is not None]
+    if choices:
+        lines += ["", "### Form", ""] + [f"- {_cell(g)}: **{c.form}**, {_cell(c.reason)}." for g, c in choices]
     if s.comparisons:
         lines += ["", "### Comparisons", "", *_comparisons(s)]
+    if s.audits:
+        lines += ["", "### Extrapolation audit", "", *_audits(s)]
     lines += ["", "### Runs", "", *_runs_table(s)]
     return lines
+
+
+def _audits(s: Section) -> list[str]:
+    """Per group: the law refitted below the split and each held-out run against its prediction."""
+    lines: list[str] = []
+    for g, a in s.audits:
+        if isinstance(a, str):
+            lines += [f"{_cell(g)}: not audited ({_cell(a)}).", ""]
+            continue
+        rec = a.record()
+        lines += [
+            f"{_cell(g)}: {rec['form']} law fitted on the {rec['n_fit']} runs below the split "
+            f"(held out: {_cell(rec['split'])}), {_cell(rec['law']['formula'])}. ARE of E over the "
+            f"{rec['n_scored']} held-out frontier runs {rec['are']:.2%} (all {rec['n_held_out']}: "
+            f"{rec['are_all']:.2%}); {rec['coverage']:.0%} inside their {rec['level']:.0%} prediction intervals.",
+            "",
+        ]  # fmt: skip
+        rows = [
+            [_cell(h["run"]), f"{h['compute']:.3g}", f"{h['actual']:.4f}", f"{h['predicted']:.4f}",
+             f"[{h['predicted_ci'][0]:.4f}, {h['predicted_ci'][1]:.4f}]", "yes" if h["covered"] else "no",
+             f"{h['are']:.1%}", "yes" if h["frontier"] else ""]
+            for h in rec["held_out"]
+        ]  # fmt: skip
+        header = ["run", "compute", "actual", "predicted", "interval", "covered", "ARE", "frontier"]
+        lines += [*_table(header, rows, [False, True, True, True, True, False, True, False]), ""]
+    return lines[:-1]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
@@ -386,6 +419,11 @@ def _laws(s: Section) -> list[str]:
     for g, f in s.fits:
         law = f.law
         method = f"{law.method}, {law.bins} bins" if law.method == "binned" else law.method
+        if not hasattr(law, "alpha_ci"):
+            params = ", ".join(f"{k} {_ci_g(v, law.params_ci[k])}" for k, v in law.params.items())
+            rows.append([_cell(g), f"{law.name}: {law.formula}", _cell(params), "", f"{law.r2:.3f}",
+                         str(law.n_runs), str(len(law.frontier)), method])  # fmt: skip
+            continue
         rows.append([
             _cell(g), law.formula, _ci(law.alpha, law.alpha_ci, 3), _ci_g(law.beta, law.beta_ci),
             f"{law.r2:.3f}", str(law.n_runs), str(len(law.frontier)), method,

@@ -21,7 +21,8 @@ from scaling.errors import ClipscaleError
 from scaling.fit.curve import band
 from scaling.fit.huber import Array
 
-PARSIMONY = 0.10  # a form with more parameters must cut the held-out ARE by this share to win
+PARSIMONY = 0.10  # a form with more parameters must cut the held-out ARE by this share to win,
+SIGNIFICANCE = 2.0  # and by this many standard errors of the runs' paired differences
 
 Fitter = Callable[[Array, Array, Sequence[str]], Any]  # compute, error, runs → a law
 
@@ -97,6 +98,11 @@ def audit(
         raise ClipscaleError(f"{split}: no held-out run is on the frontier, nothing the law claims to predict")
     keep = ~held
     law = fitter(c[keep], e[keep], [r for r, k in zip(runs, keep, strict=True) if k])
+    if len(law.frontier) <= len(law.params):
+        raise ClipscaleError(
+            f"{split}: the law below it stands on {len(law.frontier)} frontier points for {len(law.params)} "
+            "parameters, nothing left to judge its error by"
+        )
     idx = np.flatnonzero(held)
     point = 10 ** law.log10_error(c[idx])
     lo, hi = band(law, c[idx], level, predictive=True)
@@ -124,7 +130,8 @@ class Choice:
     @property
     def reason(self) -> str:
         scores = ", ".join(f"{a.form} {a.are:.2%}" for a in self.audits)
-        return f"lowest held-out ARE (with {PARSIMONY:.0%} parsimony): {scores}"
+        return (f"held-out ARE {scores}; a form with more parameters wins only by ≥ {PARSIMONY:.0%} "
+                f"and {SIGNIFICANCE:g} standard errors")  # fmt: skip
 
 
 def choose(candidates: Sequence[tuple[str, int, Callable[[], Audit]]]) -> Choice:
@@ -140,6 +147,18 @@ def choose(candidates: Sequence[tuple[str, int, Callable[[], Audit]]]) -> Choice
         raise ClipscaleError("no form could be audited: " + "; ".join(f"{n}: {r}" for n, r in failed))
     chosen = audits[0]
     for a in audits[1:]:
-        if a.are < chosen.are * (1 - PARSIMONY):
+        if beats(a, chosen):
             chosen = a
     return Choice(chosen.form, tuple(audits), tuple(failed))
+
+
+def beats(rich: Audit, simple: Audit) -> bool:
+    """Whether a form with more parameters predicts the held-out frontier runs better than a
+    simpler one by more than noise: its ARE lower by PARSIMONY of the simpler's, and the mean
+    of the runs' paired ARE differences above SIGNIFICANCE standard errors."""
+    gain = np.array([s.are - r.are for s, r in zip(simple.scored, rich.scored, strict=True)])
+    if not rich.are < simple.are * (1 - PARSIMONY):
+        return False
+    if len(gain) < 2:
+        return True
+    return bool(gain.mean() > SIGNIFICANCE * gain.std(ddof=1) / np.sqrt(len(gain)))

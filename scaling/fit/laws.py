@@ -196,7 +196,7 @@ def checkpoints_of(filters: Filters) -> str:
 
 
 def load(
-    engine: Engine, filters: Sequence[str], dataset: str, metric: str
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str, need_compute: bool = True
 ) -> tuple[list[Run], list[str], int]:
     """The family's succeeded runs with a value for dataset/metric, those without one, and
     how many constant-LR checkpoints the selection left out."""
@@ -223,10 +223,11 @@ def load(
         if value is None:
             skipped.append(r["id"])
             continue
-        if r["compute_gmacs"] is None:
+        if r["compute_gmacs"] is None and need_compute:
             raise ClipscaleError(f"run {r['id']}: its compute is not known (no GMACs per sample)")
         runs.append(Run(r["id"], r["model"], r["data"], int(r["samples_seen"]), r["gmacs_per_sample"],
-                        float(r["compute_gmacs"]), float(value), r["params"], r["data_size"]))  # fmt: skip
+                        float(r["compute_gmacs"] if r["compute_gmacs"] is not None else "nan"), float(value),
+                        r["params"], r["data_size"]))  # fmt: skip
     return runs, skipped, left_out
 
 
@@ -484,6 +485,7 @@ class Section:
     fits: tuple[tuple[str, Fitted], ...]
     predictions: tuple[tuple[str, Prediction], ...]
     comparisons: tuple[Comparison, ...]
+    audits: tuple[tuple[str, Audited | str], ...] = ()  # per group: its audit, or why there is none
 
 
 def groups_of(engine: Engine, filters: Sequence[str]) -> dict[str, list[str]]:
@@ -539,9 +541,26 @@ def study(
             for name, data in groups.items()
         )
         preds = tuple((name, resolve(engine, f, t)) for name, f in fits for t in _targets(f, targets))
-        comps = tuple(compare(a, b) for i, (_, a) in enumerate(fits) for _, b in fits[i + 1 :])
-        sections.append(Section(dataset, metric, fits, preds, comps))
+        comps = tuple(compare(a, b) for i, (_, a) in enumerate(fits) for _, b in fits[i + 1 :]
+                      if not isinstance(a.law, Curve) and not isinstance(b.law, Curve))  # fmt: skip
+        audits = tuple(
+            (name, _audit_or_reason(engine, _in_data(filters, data), dataset, metric, settings, f))
+            for (name, data), (_, f) in zip(groups.items(), fits, strict=True)
+        )
+        sections.append(Section(dataset, metric, fits, preds, comps, audits))
     return tuple(sections)
+
+
+def _audit_or_reason(
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings, fitted: Fitted
+) -> Audited | str:
+    """Every law in a report comes with its audit: held out at ``cut`` (the top quarter of
+    the group's log compute by default); a group too small to audit says why."""
+    cut = settings.cut if settings.cut is not None else compute_cut(np.array([r.compute for r in fitted.runs]))
+    try:
+        return audit_runs(engine, filters, dataset, metric, replace(settings, cut=None), cut=cut)
+    except ClipscaleError as e:
+        return str(e).removeprefix(f"{_law_name(fitted.family, dataset, metric)}: ")
 
 
 def _targets(fitted: Fitted, targets: Sequence[Target]) -> Sequence[Target]:
@@ -730,7 +749,7 @@ def fit_surface_runs(
         raise ClipscaleError(f"size={size!r}: use gmacs or params")
     parsed = parse_filters(filters)
     family = family_of(parsed)
-    runs, _, _ = load(engine, filters, dataset, metric)
+    runs, _, _ = load(engine, filters, dataset, metric, need_compute=False)
     n = [(r.gmacs_per_sample if size == "gmacs" else r.params) for r in runs]
     missing = [r.id for r, v in zip(runs, n, strict=True) if not v]
     if missing:
