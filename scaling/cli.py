@@ -176,13 +176,23 @@ _DB = click.option(
 @main.command(name="import")
 @click.argument("table", type=click.Path(dir_okay=False))
 @click.option("--family", required=True, help="Name of the family the table's runs join (e.g. paper).")
-@click.option("--columns", default=None, help="FIELD=COLUMN,… for any CSV: fields model, params, gmacs, "
-              "samples_seen, compute, data, data_size, and metrics as DATASET/METRIC (e.g. train/loss=loss).")
-@click.option("--flops-per-param", type=float, default=None,
-              help="Derive samples seen from compute and params as C = k·N·D (6 for Chinchilla's FLOPs).")
+@click.option(
+    "--columns",
+    default=None,
+    help="FIELD=COLUMN,… for any CSV: fields model, params, gmacs, "
+    "samples_seen, compute, data, data_size, and metrics as DATASET/METRIC (e.g. train/loss=loss).",
+)
+@click.option(
+    "--flops-per-param",
+    type=float,
+    default=None,
+    help="Derive samples seen from compute and params as C = k·N·D (6 for Chinchilla's FLOPs).",
+)
 @_DB
 @_one_line_errors
-def import_(table: str, family: str, columns: str | None, flops_per_param: float | None, db: str | None) -> None:
+def import_(
+    table: str, family: str, columns: str | None, flops_per_param: float | None, db: str | None
+) -> None:
     """Import a published results table: the scaling-laws paper's zeroshot_results.csv format,
     or any CSV with --columns. The file is checked whole before the store is opened."""
     from pathlib import Path
@@ -401,8 +411,21 @@ def runs(filters: tuple[str, ...], db: str | None, fmt: str, output: str | None)
 
 # ---------------------------------------------------------------- laws
 
-_FIT_KEYS = ("dataset", "metric", "frontier", "bins", "boot", "level", "seed", "form", "delta", "cut", "starts",
-             "size", "budget")
+_FIT_KEYS = (
+    "dataset",
+    "metric",
+    "frontier",
+    "bins",
+    "boot",
+    "level",
+    "seed",
+    "form",
+    "delta",
+    "cut",
+    "starts",
+    "size",
+    "budget",
+)
 _TARGET_KEYS = ("model", "samples_seen", "compute", "gmacs")
 
 
@@ -559,8 +582,10 @@ def _fit_surface(engine: Any, filters: list[str], chosen: tuple[str, str] | None
                f"converged: {s.converged}")  # fmt: skip
     for row in record.get("compute_optimal", []):
         best = row["best_model"]
-        click.echo(f"  C={row['compute']:.3g}: optimal N {row['gmacs_per_sample']:.4g} at D "
-                   f"{row['samples_seen']:.4g}; best model {best['model']} at {best['samples_seen']:.4g}")
+        click.echo(
+            f"  C={row['compute']:.3g}: optimal N {row['gmacs_per_sample']:.4g} at D "
+            f"{row['samples_seen']:.4g}; best model {best['model']} at {best['samples_seen']:.4g}"
+        )
 
 
 def _number(text: str, key: str) -> float:

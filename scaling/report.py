@@ -269,7 +269,8 @@ def _level(section: Section) -> float:
 def _law_label(name: str, fitted: Fitted) -> str:
     law = fitted.law
     if not hasattr(law, "alpha_ci"):  # another form than the least-squares power law
-        return f"{_plain(name)}: {law.name}, {law.formula}  (R² {law.r2:.2f}, {len(law.frontier)} frontier points)"
+        front = f"{len(law.frontier)} frontier points"
+        return f"{_plain(name)}: {law.name}, {law.formula}  (R² {law.r2:.2f}, {front})"
     lo, hi = law.alpha_ci
     ci = f"α {law.level:.0%} CI [{_signed(lo)}, {_signed(hi)}]" if math.isfinite(lo + hi) else "no CI"
     front = f"{len(law.frontier)} frontier points ({'all runs' if law.method == 'all' else law.method})"
@@ -369,7 +370,9 @@ def _section(s: Section, stem: str) -> list[str]:
         lines += ["", "### Predictions", "", *_predictions(s)]
     choices = [(g, f.choice) for g, f in s.fits if f.choice is not None]
     if choices:
-        lines += ["", "### Form", ""] + [f"- {_cell(g)}: **{c.form}**, {_cell(c.reason)}." for g, c in choices]
+        lines += ["", "### Form", ""] + [
+            f"- {_cell(g)}: **{c.form}**, {_cell(c.reason)}." for g, c in choices
+        ]
     if s.comparisons:
         lines += ["", "### Comparisons", "", *_comparisons(s)]
     if s.audits:
@@ -390,7 +393,8 @@ def _audits(s: Section) -> list[str]:
             f"{_cell(g)}: {rec['form']} law fitted on the {rec['n_fit']} runs below the split "
             f"(held out: {_cell(rec['split'])}), {_cell(rec['law']['formula'])}. ARE of E over the "
             f"{rec['n_scored']} held-out frontier runs {rec['are']:.2%} (all {rec['n_held_out']}: "
-            f"{rec['are_all']:.2%}); {rec['coverage']:.0%} inside their {rec['level']:.0%} prediction intervals.",
+            f"{rec['are_all']:.2%}); {rec['coverage']:.0%} inside their {rec['level']:.0%} prediction "
+            "intervals.",
             "",
         ]  # fmt: skip
         rows = [

@@ -211,7 +211,8 @@ def error_text(metric: str) -> str:
 
 
 def _params(law: Any) -> str:
-    return ", ".join(f"{k} {v:.4g} {_ci(*law.params_ci[k], '.3g')}" for k, v in law.params.items())
+    cis = law.params_ci
+    return ", ".join(f"{k} {v:.4g} {_ci(cis[k][0], cis[k][1], '.3g')}" for k, v in law.params.items())
 
 
 def _convergence_text(law: Any) -> str:
@@ -252,14 +253,17 @@ def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
     console = console or _console()
     table = Table(title=f"laws of {fitted[0].family}" if fitted else "laws")
     power = all(hasattr(f.law, "alpha_ci") for f in fitted)  # least-squares power laws
-    heads = ("dataset/metric", "E = β·C^α", "α CI", "β CI") if power else ("dataset/metric", "law", "parameters")
+    heads = (
+        ("dataset/metric", "E = β·C^α", "α CI", "β CI") if power else ("dataset/metric", "law", "parameters")
+    )
     for name in (*heads, "R²", "runs", "frontier"):
         table.add_column(name, justify="left" if name in ("dataset/metric", "E = β·C^α", "law", "parameters")
                          else "right")  # fmt: skip
     for f in fitted:
         law = f.law
         cells = (
-            (law.formula, _ci(*law.alpha_ci), _ci(*law.beta_ci, ".4g")) if power
+            (law.formula, _ci(law.alpha_ci[0], law.alpha_ci[1]), _ci(law.beta_ci[0], law.beta_ci[1], ".4g"))
+            if power
             else (f"{law.name}: {law.formula}", _params(law))
         )  # fmt: skip
         table.add_row(

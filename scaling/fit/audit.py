@@ -95,8 +95,10 @@ def audit(
         raise ClipscaleError(f"{split} leaves no run to predict")
     front = on_frontier(c, e)
     if not front[held].any():
-        raise ClipscaleError(f"{split}: no held-out run is on the frontier, nothing the law claims to predict")
-    keep = ~held
+        raise ClipscaleError(
+            f"{split}: no held-out run is on the frontier, nothing the law claims to predict"
+        )
+    keep = np.logical_not(held)
     law = fitter(c[keep], e[keep], [r for r, k in zip(runs, keep, strict=True) if k])
     if len(law.frontier) <= len(law.params):
         raise ClipscaleError(

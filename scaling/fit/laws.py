@@ -159,9 +159,13 @@ def _convergence(law: Any) -> dict[str, Any]:
     if not isinstance(law, Curve):
         return {"objective": "least squares of log10 E on log10 C"}
     return {
-        "objective": f"summed Huber (delta={law.delta:g}) of ln residuals", "objective_value": law.objective,
-        "converged": law.converged, "starts_reached_best": law.reached, "starts_optimised": law.tried,
-        "starts_scored": law.grid, "delta_sensitivity": {f"{d:g}": p for d, p in law.sensitivity.items()},
+        "objective": f"summed Huber (delta={law.delta:g}) of ln residuals",
+        "objective_value": law.objective,
+        "converged": law.converged,
+        "starts_reached_best": law.reached,
+        "starts_optimised": law.tried,
+        "starts_scored": law.grid,
+        "delta_sensitivity": {f"{d:g}": p for d, p in law.sensitivity.items()},
     }
 
 
@@ -266,19 +270,26 @@ def fit_arrays(
                        upper=upper, objective=settings.objective)  # fmt: skip
         return law, None
     cut = settings.cut if settings.cut is not None else compute_cut(c)
-    choice = choose_form(settings, c, e, ids, c >= cut, f"compute ≥ {cut:.3g}", upper)
-    chosen = replace(settings, form=choice.form, method=settings.frontier, objective=settings.objective or "huber")
+    choice = choose_form(settings, c, e, ids, np.asarray(c >= cut, dtype=bool), f"compute ≥ {cut:.3g}", upper)
+    chosen = replace(
+        settings, form=choice.form, method=settings.frontier, objective=settings.objective or "huber"
+    )
     law, _ = fit_arrays(chosen, c, e, ids, upper)
     return law, choice
 
 
 def choose_form(
-    settings: Settings, c: Array, e: Array, ids: Sequence[str], held: Array, split: str,
+    settings: Settings, c: Array, e: Array, ids: Sequence[str], held: Any, split: str,
     upper: float | None = 1.0,
 ) -> Choice:  # fmt: skip
     """Audit every form on one split, all through the same frontier, and choose by held-out error."""
-    trial = replace(settings, method=settings.frontier, n_boot=min(settings.n_boot, CANDIDATE_BOOT), cut=None,
-                    objective=settings.objective or "huber")  # one objective for every candidate
+    trial = replace(
+        settings,
+        method=settings.frontier,
+        n_boot=min(settings.n_boot, CANDIDATE_BOOT),
+        cut=None,
+        objective=settings.objective or "huber",
+    )  # one objective for every candidate
 
     def candidate(form: str) -> Any:
         def fitter(cc: Array, ee: Array, rr: Sequence[str]) -> Any:
@@ -556,7 +567,9 @@ def _audit_or_reason(
 ) -> Audited | str:
     """Every law in a report comes with its audit: held out at ``cut`` (the top quarter of
     the group's log compute by default); a group too small to audit says why."""
-    cut = settings.cut if settings.cut is not None else compute_cut(np.array([r.compute for r in fitted.runs]))
+    cut = (
+        settings.cut if settings.cut is not None else compute_cut(np.array([r.compute for r in fitted.runs]))
+    )
     try:
         return audit_runs(engine, filters, dataset, metric, replace(settings, cut=None), cut=cut)
     except ClipscaleError as e:
@@ -732,8 +745,8 @@ class FittedSurface:
             n, d = s.optimal(np.asarray(budgets, float))
             out["compute_optimal"] = [
                 {"compute": float(c), "gmacs_per_sample": float(nn), "samples_seen": float(dd),
-                 "best_model": dict(zip(("model", "samples_seen", "error"), s.best_of(self.catalogue, float(c)),
-                                        strict=True))}
+                 "best_model": dict(zip(("model", "samples_seen", "error"),
+                                        s.best_of(self.catalogue, float(c)), strict=True))}
                 for c, nn, dd in zip(budgets, n, d, strict=True)
             ]  # fmt: skip
         return out
@@ -753,12 +766,13 @@ def fit_surface_runs(
     n = [(r.gmacs_per_sample if size == "gmacs" else r.params) for r in runs]
     missing = [r.id for r, v in zip(runs, n, strict=True) if not v]
     if missing:
-        raise ClipscaleError(f"run {missing[0]}: its {'GMACs per sample' if size == 'gmacs' else 'parameters'}"
-                             f" are not known (size=gmacs|params)")  # fmt: skip
+        what = "GMACs per sample" if size == "gmacs" else "parameters"
+        raise ClipscaleError(f"run {missing[0]}: its {what} are not known (size=gmacs|params)")
     e = [to_error(metric, r.value) for r in runs]
     unique = [data_size_of(r) for r in runs] if effective else None
     try:
-        s = fit_surface(n, [r.samples_seen for r in runs], e, unique, size=size, n_boot=settings.n_boot,
+        sizes = [float(v or 0.0) for v in n]
+        s = fit_surface(sizes, [r.samples_seen for r in runs], e, unique, size=size, n_boot=settings.n_boot,
                         level=settings.level, seed=settings.seed, delta=settings.delta, top=top)  # fmt: skip
     except ClipscaleError as err:
         raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None

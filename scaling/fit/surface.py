@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scaling.errors import ClipscaleError
-from scaling.fit.form import Form, sigmoid
+from scaling.fit.form import Form
 from scaling.fit.huber import DELTA, Array, Problem, grid_of, local, solve
 from scaling.fit.powerlaw import percentile_interval
 
@@ -164,7 +164,9 @@ def fit_surface(
 ) -> Surface:  # fmt: skip
     """Fit the surface on every run (with ``unique``, the effective-data variant)."""
     form = SURFACE if unique is None else EFFECTIVE
-    cols = [np.asarray(n, float), np.asarray(d, float)] + ([] if unique is None else [np.asarray(unique, float)])
+    cols = [np.asarray(n, float), np.asarray(d, float)] + (
+        [] if unique is None else [np.asarray(unique, float)]
+    )
     e = np.asarray(error, float)
     for name, col in zip(("model size", "samples seen", "data size"), cols, strict=False):
         if len(col) != len(e) or not np.all(np.isfinite(col) & (col > 0)):
@@ -194,16 +196,21 @@ def fit_surface(
         params_ci={k: percentile_interval(np.array([v[k] for v in natural]), level) for k in params},
         level=level, n_runs=len(e), objective=sol.objective, delta=delta, converged=sol.converged,
         reached=sol.reached, tried=sol.tried, grid=sol.grid, rmse=float(np.sqrt(np.mean(residual**2))),
-        n_boot=n_boot, boot_valid=len(draws), seed=seed, sensitivity=sensitivity, theta=sol.theta, draws=draws,
+        n_boot=n_boot, boot_valid=len(draws), seed=seed, sensitivity=sensitivity, theta=sol.theta,
+        draws=draws,
     )  # fmt: skip
 
 
-def _bootstrap(form: Form, x: Array, log_y: Array, delta: float, theta: Array, n_boot: int, seed: int) -> Array:
+def _bootstrap(
+    form: Form, x: Array, log_y: Array, delta: float, theta: Array, n_boot: int, seed: int
+) -> Array:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(log_y), len(log_y))
-        t, _, ok, _ = local(Problem(form.predict, x[:, idx], log_y[idx], form.bounds, delta), theta, tight=True)
+        t, _, ok, _ = local(
+            Problem(form.predict, x[:, idx], log_y[idx], form.bounds, delta), theta, tight=True
+        )
         if ok:
             out.append(t)
     return np.array(out).reshape(len(out), form.n_params)

@@ -71,7 +71,8 @@ def read_columns(
         raise ClipscaleError(f"cannot read {path}: {e}") from None
     if not rows:
         raise ClipscaleError(f"{path} holds no runs")
-    points, metrics, seen = [], [], {}
+    points, metrics = [], []
+    seen: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
         where = f"{path}:{line}"
         values = _numbers(row, mapping, where)

@@ -66,7 +66,9 @@ def connect(url: str | None = None, migrate: bool = True, must_exist: bool = Fal
         if not path.parent.is_dir():
             raise ClipscaleError(f"cannot open {redact(url)}: folder {path.parent} does not exist")
         if must_exist and not path.exists():
-            raise ClipscaleError(f"no results store at {path}: import or ingest runs first (--db to name one)")
+            raise ClipscaleError(
+                f"no results store at {path}: import or ingest runs first (--db to name one)"
+            )
     try:
         engine = sa.create_engine(parsed, pool_pre_ping=True)
     except Exception as e:  # e.g. a missing driver
