@@ -1,5 +1,7 @@
 """Fitter benchmark: frontier + fit + 1,000 bootstrap resamples (each refitting the
-frontier) on 10,000 runs, for each frontier method. Target: < 1 s.
+frontier) on 10,000 runs, for each frontier method (target: < 1 s); then each form fitted
+the Epoch way through the geometric frontier with its bootstrap, the audit of `form=auto`
+(every form at a compute cut), and the error surface over all 10,000 runs.
 
 Writes figures to bench/results/fit.json.
 
@@ -18,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from scaling.fit import METHODS, fit_law
+from scaling.fit.audit import audit, choose, compute_cut
+from scaling.fit.forms import FORMS, N_PARAMS, fit_form
+from scaling.fit.surface import fit_surface
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,7 +46,50 @@ def bench(runs: int, boot: int, repeats: int) -> dict[str, object]:
             "boot_valid": law.boot_valid,
         }  # fmt: skip
         print(f"{method:>7}: {min(times):.3f} s (best of {repeats}), α = {law.alpha:.4f}")
+    figures["forms"] = forms(compute, error, boot)
+    figures["surface"] = surface(rng, runs, boot)
     return figures
+
+
+def timed(fn: object) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = fn()  # type: ignore[operator]
+    return out, round(time.perf_counter() - start, 3)
+
+
+def forms(compute: np.ndarray, error: np.ndarray, boot: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    ids = [str(i) for i in range(len(compute))]
+    for form in FORMS:
+        law, seconds = timed(lambda f=form: fit_form(f, compute, error, ids, n_boot=boot, objective="huber"))
+        out[form] = {"s": seconds, "formula": law.formula, "boot_valid": law.boot_valid,  # type: ignore[attr-defined]
+                     "reached": law.reached, "tried": law.tried}  # type: ignore[attr-defined]  # fmt: skip
+        print(f"{form:>10}: {seconds:.3f} s, {law.formula}")  # type: ignore[attr-defined]
+    cut = compute_cut(compute)
+
+    def auto() -> object:
+        def candidate(f: str) -> object:
+            def fitter(c: np.ndarray, e: np.ndarray, r: list[str]) -> object:
+                return fit_form(f, c, e, r, n_boot=200, method="geometric", objective="huber")
+
+            return lambda: audit(fitter, f, compute, error, ids, compute >= cut, "top quarter")
+
+        return choose([(f, N_PARAMS[f], candidate(f)) for f in FORMS])  # type: ignore[misc]
+
+    choice, seconds = timed(auto)
+    out["auto_audit"] = {"s": seconds, "chosen": choice.form, "reason": choice.reason}  # type: ignore[attr-defined]
+    print(f"auto audit: {seconds:.3f} s, chose {choice.form}")  # type: ignore[attr-defined]
+    return out
+
+
+def surface(rng: np.random.Generator, runs: int, boot: int) -> dict[str, object]:
+    n = 10 ** rng.uniform(7, 10, runs)
+    d = 10 ** rng.uniform(9, 12, runs)
+    loss = (1.8 + 480 / n**0.35 + 2100 / d**0.37) * np.exp(rng.normal(0, 0.01, runs))
+    fit, seconds = timed(lambda: fit_surface(n, d, loss, size="params", n_boot=min(boot, 200)))
+    print(f"   surface: {seconds:.3f} s (200 resamples), {fit.formula}")  # type: ignore[attr-defined]
+    return {"s": seconds, "boot": min(boot, 200), "formula": fit.formula, "reached": fit.reached,  # type: ignore[attr-defined]
+            "tried": fit.tried}  # type: ignore[attr-defined]  # fmt: skip
 
 
 def main() -> None:
