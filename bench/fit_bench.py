@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.fit import METHODS, fit_law
-from scaling.fit.audit import audit, choose, compute_cut
-from scaling.fit.forms import FORMS, N_PARAMS, fit_form
+from scaling.fit import METHODS, fit_law, laws
+from scaling.fit.audit import compute_cut
+from scaling.fit.forms import FORMS, fit_form
 from scaling.fit.surface import fit_surface
 
 HERE = Path(__file__).resolve().parent
@@ -67,14 +67,9 @@ def forms(compute: np.ndarray, error: np.ndarray, boot: int) -> dict[str, object
         print(f"{form:>10}: {seconds:.3f} s, {law.formula}")  # type: ignore[attr-defined]
     cut = compute_cut(compute)
 
-    def auto() -> object:
-        def candidate(f: str) -> object:
-            def fitter(c: np.ndarray, e: np.ndarray, r: list[str]) -> object:
-                return fit_form(f, c, e, r, n_boot=200, method="geometric", objective="huber")
-
-            return lambda: audit(fitter, f, compute, error, ids, compute >= cut, "top quarter")
-
-        return choose([(f, N_PARAMS[f], candidate(f)) for f in FORMS])  # type: ignore[misc]
+    def auto() -> object:  # form=auto's audit: every form at the cut, 200 resamples each
+        settings = laws.Settings(method="geometric")
+        return laws.choose_form(settings, compute, error, ids, compute >= cut, "top quarter")
 
     choice, seconds = timed(auto)
     out["auto_audit"] = {"s": seconds, "chosen": choice.form, "reason": choice.reason}  # type: ignore[attr-defined]

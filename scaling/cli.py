@@ -573,19 +573,10 @@ def _fit_surface(engine: Any, filters: list[str], chosen: tuple[str, str] | None
     record = fitted.record(budgets)
     if fmt == "json":
         _echo_json(record)
-        return
-    click.echo(f"{fitted.family} {fitted.dataset}/{fitted.metric}: {fitted.surface.formula}")
-    for k, (lo, hi) in fitted.surface.params_ci.items():
-        click.echo(f"  {k:7} {fitted.surface.params[k]:.6g}  [{lo:.4g}, {hi:.4g}]")
-    s = fitted.surface
-    click.echo(f"  {s.n_runs} runs, N = {s.size}; best of {s.tried} starts reached by {s.reached}; "
-               f"converged: {s.converged}")  # fmt: skip
-    for row in record.get("compute_optimal", []):
-        best = row["best_model"]
-        click.echo(
-            f"  C={row['compute']:.3g}: optimal N {row['gmacs_per_sample']:.4g} at D "
-            f"{row['samples_seen']:.4g}; best model {best['model']} at {best['samples_seen']:.4g}"
-        )
+    else:
+        from scaling.tables import print_surface
+
+        print_surface(fitted, record)
 
 
 def _number(text: str, key: str) -> float:

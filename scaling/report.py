@@ -33,6 +33,7 @@ import scaling
 from scaling.errors import ClipscaleError
 from scaling.files import atomic_file
 from scaling.fit.laws import Fitted, Run, Section
+from scaling.fit.powerlaw import Law
 from scaling.units import format_count
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "8")
@@ -268,7 +269,7 @@ def _level(section: Section) -> float:
 
 def _law_label(name: str, fitted: Fitted) -> str:
     law = fitted.law
-    if not hasattr(law, "alpha_ci"):  # another form than the least-squares power law
+    if not isinstance(law, Law):  # another form than the least-squares power law
         front = f"{len(law.frontier)} frontier points"
         return f"{_plain(name)}: {law.name}, {law.formula}  (R² {law.r2:.2f}, {front})"
     lo, hi = law.alpha_ci
@@ -423,7 +424,7 @@ def _laws(s: Section) -> list[str]:
     for g, f in s.fits:
         law = f.law
         method = f"{law.method}, {law.bins} bins" if law.method == "binned" else law.method
-        if not hasattr(law, "alpha_ci"):
+        if not isinstance(law, Law):
             params = ", ".join(f"{k} {_ci_g(v, law.params_ci[k])}" for k, v in law.params.items())
             rows.append([_cell(g), f"{law.name}: {law.formula}", _cell(params), "", f"{law.r2:.3f}",
                          str(law.n_runs), str(len(law.frontier)), method])  # fmt: skip

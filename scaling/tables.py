@@ -226,6 +226,23 @@ def _convergence_text(law: Any) -> str:
             f"{law.reached}, converged: {law.converged}{moved}")  # fmt: skip
 
 
+def print_surface(fitted: Any, record: dict[str, Any], console: Console | None = None) -> None:
+    """The surface's parameters with intervals, how it converged, and any compute-optimal rows."""
+    console = console or _console()
+    s = fitted.surface
+    lines = [f"{fitted.family} {fitted.dataset}/{fitted.metric}: {s.formula}"]
+    lines += [f"  {k:7} {s.params[k]:.6g}  [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in s.params_ci.items()]
+    lines.append(f"  {s.n_runs} runs, N = {s.size}; {_convergence_text(s)}")
+    for row in record.get("compute_optimal", []):
+        best = row["best_model"]
+        lines.append(
+            f"  C={row['compute']:.3g}: optimal N {row['gmacs_per_sample']:.4g} at D "
+            f"{row['samples_seen']:.4g}; best model {best['model']} at {best['samples_seen']:.4g}"
+        )
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+
+
 def print_audit(audited: Any, console: Console | None = None) -> None:
     """Each held-out run: actual against predicted, the interval, covered, ARE."""
     console = console or _console()
@@ -252,7 +269,9 @@ def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
     """One row per fitted law: the formula, α and β with intervals, fit quality, runs used."""
     console = console or _console()
     table = Table(title=f"laws of {fitted[0].family}" if fitted else "laws")
-    power = all(hasattr(f.law, "alpha_ci") for f in fitted)  # least-squares power laws
+    from scaling.fit.powerlaw import Law
+
+    power = all(isinstance(f.law, Law) for f in fitted)  # the paper's least-squares power laws
     heads = (
         ("dataset/metric", "E = β·C^α", "α CI", "β CI") if power else ("dataset/metric", "law", "parameters")
     )
@@ -277,7 +296,7 @@ def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
         for f in fitted:
             if f.choice is not None:
                 table.caption += f"\n{f.dataset}/{f.metric}: form {f.choice.form}, {f.choice.reason}"
-            if hasattr(f.law, "objective"):
+            if not isinstance(f.law, Law):
                 table.caption += f"\n{f.dataset}/{f.metric}: {_convergence_text(f.law)}"
         if fitted[0].left_out or fitted[0].checkpoints != "final":
             table.caption += f"\n{fitted[0].points}"

@@ -109,12 +109,14 @@ def fit_curve(
     seed: int = 0,
     delta: float = DELTA,
     top: int | None = -1,
+    upper: float | None = None,
 ) -> Curve:
-    """Fit ``form`` through the ``method`` frontier of the runs (compute > 0, error > 0).
-    ``top``: starting points optimised after scoring the grid (None: all; -1: the form's)."""
+    """Fit ``form`` through the ``method`` frontier of the runs (compute > 0, error in
+    (0, upper]: 1 for an error rate, None for a loss). ``top``: starting points optimised
+    after scoring the grid (None: all; -1: the form's)."""
     c, e = np.asarray(compute, dtype=np.float64), np.asarray(error, dtype=np.float64)
     names = list(runs) if runs is not None else [str(i) for i in range(len(c))]
-    check_runs(c, e, names, bins, n_boot, level, upper=None)
+    check_runs(c, e, names, bins, n_boot, level, upper)
     if not delta > 0:
         raise ClipscaleError(f"delta must be positive, got {delta:g}")
     method = method_for(method, len(c), bins)

@@ -48,14 +48,5 @@ def fit_form(
                        seed=seed, upper=upper)  # fmt: skip
     if form not in CURVES:
         raise ClipscaleError(f"unknown form {form!r} (valid: {', '.join(FORMS)}, surface, auto)")
-    if upper is not None:
-        _check_upper(error, upper, runs)
     return fit_curve(CURVES[form], compute, error, runs, method=method, bins=bins, n_boot=n_boot,
-                     level=level, seed=seed, delta=delta)  # fmt: skip
-
-
-def _check_upper(error: Sequence[float] | Array, upper: float, runs: Sequence[str] | None) -> None:
-    for i, e in enumerate(error):
-        if e > upper:
-            name = runs[i] if runs is not None else str(i)
-            raise ClipscaleError(f"run {name}: error {e:g} is outside (0, {upper:g}]")
+                     level=level, seed=seed, delta=delta, upper=upper)  # fmt: skip

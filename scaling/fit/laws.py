@@ -17,10 +17,9 @@ from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
 from scaling.fit.audit import Audit, Choice, audit, choose, compute_cut
-from scaling.fit.curve import Curve
 from scaling.fit.forms import FORMS, N_PARAMS, fit_form, frontier_for
 from scaling.fit.huber import DELTA, Array
-from scaling.fit.powerlaw import percentile_interval
+from scaling.fit.powerlaw import Law, percentile_interval
 from scaling.fit.surface import Surface, fit_surface
 from scaling.outcome import json_safe
 from scaling.store.db import transaction
@@ -72,6 +71,11 @@ def from_error(metric: str, error: float) -> float:
     return error if lower_is_better(metric) else 1.0 - error
 
 
+def errors_of(metric: str, runs: Sequence[Run]) -> Array:
+    """E of each run: the law's quantity."""
+    return np.array([to_error(metric, r.value) for r in runs])
+
+
 def error_label(metric: str) -> str:
     return metric if lower_is_better(metric) else f"1 - {metric}"
 
@@ -104,10 +108,6 @@ class Fitted:
     checkpoints: str = "final"  # which points of trajectories: final, all, only (see store.query)
     left_out: int = 0  # constant-LR checkpoints the selection left out
     choice: Any = None  # audit.Choice where the form was chosen by held-out error (form=auto)
-
-    @property
-    def errors(self) -> list[float]:
-        return [to_error(self.metric, r.value) for r in self.runs]
 
     @property
     def points(self) -> str:
@@ -155,8 +155,9 @@ class Fitted:
 
 
 def _convergence(law: Any) -> dict[str, Any]:
-    """How a nonlinear fit converged and how much it moves with δ (nothing for least squares)."""
-    if not isinstance(law, Curve):
+    """How a Huber fit (a curve or the surface) converged and how much it moves with δ; for
+    the least-squares power law, only its objective."""
+    if isinstance(law, Law):
         return {"objective": "least squares of log10 E on log10 C"}
     return {
         "objective": f"summed Huber (delta={law.delta:g}) of ln residuals",
@@ -243,9 +244,8 @@ def fit(
     family = family_of(parsed)
     runs, skipped, left_out = load(engine, filters, dataset, metric)
     c = np.array([r.compute for r in runs])
-    e = np.array([to_error(metric, r.value) for r in runs])
     try:
-        law, choice = fit_arrays(settings, c, e, [r.id for r in runs], _upper(metric))
+        law, choice = fit_arrays(settings, c, errors_of(metric, runs), [r.id for r in runs], _upper(metric))
     except ClipscaleError as err:
         raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
     return Fitted(family, tuple(filters), dataset, metric, settings, law, tuple(runs), tuple(skipped),
@@ -317,7 +317,7 @@ def metrics_of(engine: Engine, filters: Sequence[str], include_all: bool = False
     return headline if headline and not include_all else sorted(have)
 
 
-_SIZE = re.compile(r"^(?P<source>.+?)[-_]?\d+(\.\d+)?[kKmMbBtT]$")
+_SIZE = re.compile(r"^(?P<source>.+?)[-_]?(?P<size>\d+(?:\.\d+)?[kKmMbBtT])$")
 
 
 def source_of(data: str) -> str:
@@ -391,7 +391,7 @@ def compare(a: Fitted, b: Fitted) -> Comparison:
     """α_a − α_b and β_a / β_b with intervals from independent bootstraps of the two families."""
     if (a.dataset, a.metric) != (b.dataset, b.metric):
         raise ClipscaleError("compare laws of the same metric")
-    if isinstance(a.law, Curve) or isinstance(b.law, Curve):
+    if not (isinstance(a.law, Law) and isinstance(b.law, Law)):
         raise ClipscaleError("compare compares power laws (α, β): fit both with form=power")
     n = min(len(a.law.draws), len(b.law.draws))
     if n == 0:
@@ -423,7 +423,7 @@ def record_fit(engine: Engine, fitted: Fitted, trigger: str = "fit") -> bool:
     inputs and settings; returns whether a row was added. The history keeps power laws (its
     columns are α and β); other forms are reported, not recorded."""
     law = fitted.law
-    if isinstance(law, Curve):
+    if not isinstance(law, Law):
         return False
     row = {
         "family": fitted.family, "selection": _selection(fitted), "dataset": fitted.dataset,
@@ -553,9 +553,9 @@ def study(
         )
         preds = tuple((name, resolve(engine, f, t)) for name, f in fits for t in _targets(f, targets))
         comps = tuple(compare(a, b) for i, (_, a) in enumerate(fits) for _, b in fits[i + 1 :]
-                      if not isinstance(a.law, Curve) and not isinstance(b.law, Curve))  # fmt: skip
+                      if isinstance(a.law, Law) and isinstance(b.law, Law))  # fmt: skip
         audits = tuple(
-            (name, _audit_or_reason(engine, _in_data(filters, data), dataset, metric, settings, f))
+            (name, _audit_or_reason(_in_data(filters, data), dataset, metric, settings, f))
             for (name, data), (_, f) in zip(groups.items(), fits, strict=True)
         )
         sections.append(Section(dataset, metric, fits, preds, comps, audits))
@@ -563,7 +563,7 @@ def study(
 
 
 def _audit_or_reason(
-    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings, fitted: Fitted
+    filters: Sequence[str], dataset: str, metric: str, settings: Settings, fitted: Fitted
 ) -> Audited | str:
     """Every law in a report comes with its audit: held out at ``cut`` (the top quarter of
     the group's log compute by default); a group too small to audit says why."""
@@ -571,7 +571,9 @@ def _audit_or_reason(
         settings.cut if settings.cut is not None else compute_cut(np.array([r.compute for r in fitted.runs]))
     )
     try:
-        return audit_runs(engine, filters, dataset, metric, replace(settings, cut=None), cut=cut)
+        return audit_of(
+            fitted.family, filters, dataset, metric, fitted.runs, replace(settings, cut=None), cut
+        )
     except ClipscaleError as e:
         return str(e).removeprefix(f"{_law_name(fitted.family, dataset, metric)}: ")
 
@@ -680,12 +682,12 @@ def data_size_of(run: Run) -> float:
     """Unique samples of a run's data set: as stored, else read from a size suffix (LAION-80M)."""
     if run.data_size:
         return float(run.data_size)
-    m = re.match(r"^.*?[-_]?(\d+(?:\.\d+)?[kKmMbBtT])$", run.data)
+    m = _SIZE.match(run.data)
     if not m:
         raise ClipscaleError(f"data set {run.data}: its size is not known (import it with data_size=)")
     from scaling.units import parse_count
 
-    return float(parse_count(m.group(1), f"size of {run.data}"))
+    return float(parse_count(m["size"], f"size of {run.data}"))
 
 
 def audit_runs(
@@ -694,11 +696,17 @@ def audit_runs(
 ) -> Audited:  # fmt: skip
     """Fit ``settings.form`` on the runs the split keeps and predict every run it holds out;
     ``auto`` chooses the form on the kept runs alone (their own top quarter held out)."""
-    parsed = parse_filters(filters)
-    family = family_of(parsed)
+    family = family_of(parse_filters(filters))
     runs, _, _ = load(engine, filters, dataset, metric)
-    c = np.array([r.compute for r in runs])
-    e = np.array([to_error(metric, r.value) for r in runs])
+    return audit_of(family, filters, dataset, metric, runs, settings, cut, holdout)
+
+
+def audit_of(
+    family: str, filters: Sequence[str], dataset: str, metric: str, runs: Sequence[Run],
+    settings: Settings = Settings(), cut: float | None = None, holdout: str | None = None,
+) -> Audited:  # fmt: skip
+    """The audit of runs already selected (see audit_runs)."""
+    c, e = np.array([r.compute for r in runs]), errors_of(metric, runs)
     held, split = split_runs(runs, cut, holdout)
     chosen: list[Choice] = []
 
@@ -737,9 +745,7 @@ class FittedSurface:
             "formula": s.formula, "params": dict(s.params),
             "params_ci": {k: list(v) for k, v in s.params_ci.items()}, "level": s.level,
             "n_runs": s.n_runs, "rmse_ln": s.rmse, "n_boot": s.n_boot, "boot_valid": s.boot_valid,
-            "objective": f"summed Huber (delta={s.delta:g}) of ln residuals", "objective_value": s.objective,
-            "converged": s.converged, "starts_reached_best": s.reached, "starts_optimised": s.tried,
-            "starts_scored": s.grid, "delta_sensitivity": {f"{d:g}": p for d, p in s.sensitivity.items()},
+            **_convergence(s),
         }  # fmt: skip
         if budgets and s.size == "gmacs":
             n, d = s.optimal(np.asarray(budgets, float))

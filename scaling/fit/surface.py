@@ -127,14 +127,14 @@ class Surface:
     def formula(self) -> str:
         return self.form.formula(self.params)
 
-    def error(self, n: Array, d: Array, u: Array | None = None, theta: Array | None = None) -> Array:
+    def error(self, n: Array, d: Array, u: Array | None = None) -> Array:
         """E at model sizes ``n`` and samples seen ``d`` (``u``: unique samples, effective form)."""
         x = [np.log(np.asarray(n, float)), np.log(np.asarray(d, float))]
         if self.form is EFFECTIVE:
             if u is None:
                 raise ClipscaleError("the effective-data surface needs the data set's size")
             x.append(np.log(np.asarray(u, float)))
-        return np.exp(self.form.predict(self.theta if theta is None else theta, np.array(x))[0])
+        return np.exp(self.form.predict(self.theta, np.array(x))[0])
 
     def optimal(self, compute: Array) -> tuple[Array, Array]:
         """Compute-optimal N and D for budgets C = N·D (N in GMACs per sample, no repeats):

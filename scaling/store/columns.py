@@ -14,11 +14,13 @@ import csv
 import hashlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from scaling.errors import ClipscaleError
-from scaling.store.ingest import PointRow
+from scaling.store.ingest import PointRow, _metric
+from scaling.store.ingest import _number as read_number
 
 FIELDS = ("model", "params", "gmacs", "samples_seen", "compute", "data", "data_size")
 NUMERIC = ("params", "gmacs", "samples_seen", "compute", "data_size")
@@ -58,8 +60,6 @@ def read_columns(
     path: Path, mapping: dict[str, str], family: str, flops_per_param: float | None = None
 ) -> tuple[list[PointRow], list[dict[str, Any]]]:
     """Points and metric rows of the file, every row checked."""
-    from scaling.store.ingest import _metric
-
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -80,7 +80,7 @@ def read_columns(
         occurrence = seen.get(point.id, 0)  # identical rows stay distinct runs
         seen[point.id] = occurrence + 1
         if occurrence:
-            point = _renamed(point, f"{point.id}-{occurrence}")
+            point = replace(point, id=f"{point.id}-{occurrence}")
         points.append(point)
         for field, column in mapping.items():
             if _is_metric(field):
@@ -93,10 +93,7 @@ def read_columns(
 
 
 def _number(text: str, column: str, where: str, positive: bool = True) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ClipscaleError(f"{where}: {column} is not a number ({text!r})") from None
+    value = read_number(text, column, where)
     if not math.isfinite(value) or (positive and value <= 0):
         raise ClipscaleError(f"{where}: {column} must be a positive number, got {text!r}")
     return value
@@ -142,9 +139,3 @@ def _point(
         "import", config, compute=compute, params=v.get("params"),
         data_size=round(v["data_size"]) if "data_size" in v else None,
     )  # fmt: skip
-
-
-def _renamed(point: PointRow, new_id: str) -> PointRow:
-    from dataclasses import replace
-
-    return replace(point, id=new_id)
