@@ -459,16 +459,12 @@ def _settings(options: dict[str, str]) -> Any:
     method = options.get("frontier") or None
     if method is not None and method not in METHODS:
         raise ClipscaleError(f"unknown frontier {method!r} (valid: {', '.join(METHODS)})")
-    settings = Settings(
-        method=method, bins=number("bins", int, 5), n_boot=number("boot", int, 1000),
-        level=number("level", float, 0.95), seed=number("seed", int, 0), form=form,
-        delta=number("delta", float, 1e-3), cut=number("cut", float, None),
+    default = Settings()
+    return Settings(  # checks its own values
+        method=method, bins=number("bins", int, default.bins), n_boot=number("boot", int, default.n_boot),
+        level=number("level", float, default.level), seed=number("seed", int, default.seed), form=form,
+        delta=number("delta", float, default.delta), cut=number("cut", float, None),
     )  # fmt: skip
-    if settings.bins < 1 or settings.n_boot < 0 or not 0 < settings.level < 1 or not settings.delta > 0:
-        raise ClipscaleError("bins must be ≥ 1, boot ≥ 0, level in (0, 1) and delta > 0")
-    if settings.cut is not None and not settings.cut > 0:
-        raise ClipscaleError(f"cut must be positive, got {settings.cut:g}")
-    return settings
 
 
 SURFACES = ("surface", "surface-effective")

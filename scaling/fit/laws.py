@@ -53,6 +53,12 @@ class Settings:
     cut: float | None = None  # where `auto` holds runs out (None: the top quarter of log compute)
     objective: str | None = None  # ols or huber (None: ols for power, huber for the rest and auto)
 
+    def __post_init__(self) -> None:
+        if self.bins < 1 or self.n_boot < 0 or not 0 < self.level < 1 or not self.delta > 0:
+            raise ClipscaleError("bins must be ≥ 1, boot ≥ 0, level in (0, 1) and delta > 0")
+        if self.cut is not None and not self.cut > 0:
+            raise ClipscaleError(f"cut must be positive, got {self.cut:g}")
+
     @property
     def frontier(self) -> str:
         return frontier_for(self.form if self.form in FORMS else "auto", self.method)
