@@ -463,7 +463,20 @@ def _comparisons(s: Section) -> list[str]:
         for c in s.comparisons
     ]  # fmt: skip
     header = ["a vs b", f"α_a − α_b ({level} CI)", f"β_a / β_b ({level} CI)", "resamples with α_a < α_b"]
-    return _table(header, rows, [False, True, True, True])
+    return [*_table(header, rows, [False, True, True, True]), *_decisions(s)]
+
+
+def _decisions(s: Section) -> list[str]:
+    """Which side small scale picks and how often it picks the one that wins at the largest
+    scale both reached (decision accuracy, DataDecide's measure)."""
+    lines = []
+    for c in s.comparisons:
+        if c.decision is None:
+            continue
+        text = c.decision if isinstance(c.decision, str) else c.decision.summary()
+        name = f"{_cell(_group(s, c.a))} (a) vs {_cell(_group(s, c.b))} (b)"
+        lines += ["", f"Decision, {name}:", "", *(f"- {line}" for line in text.splitlines())]
+    return lines
 
 
 def _group(s: Section, fitted: Fitted) -> str:

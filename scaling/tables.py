@@ -337,6 +337,8 @@ def print_comparison(c: Any, console: Console | None = None) -> None:
         f"α_a < α_b in {c.p_alpha_a_lower:.1%} of resample pairs"
     )
     console.print(table)
+    if c.decision is not None:
+        console.print(c.decision if isinstance(c.decision, str) else c.decision.summary(), markup=False)
 
 
 def print_fit_history(family: str, rows: Sequence[dict[str, Any]], console: Console | None = None) -> None:

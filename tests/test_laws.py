@@ -16,6 +16,7 @@ from test_fit import LAION, cli
 from scaling.errors import ClipscaleError
 from scaling.fit import laws
 from scaling.fit.audit import compute_cut, on_frontier
+from scaling.fit.decide import Side, decide, scale_keys
 from scaling.fit.forms import CURVES, N_PARAMS, fit_form
 from scaling.fit.frontier import frontier, sort_runs
 from scaling.fit.huber import Problem, solve
@@ -339,3 +340,75 @@ def test_identical_rows_stay_distinct_runs(tmp_path: Path) -> None:
     assert len({p.id for p in points}) == 2 and len(metrics) == 2
     engine = connect(f"sqlite:///{tmp_path}/results.db")
     assert import_rows(engine, path, "lm", points, metrics) == 2
+
+
+# ---------------------------------------------------------------- decisions at small scale
+
+
+def crossing_sides(noise: float = 0.005) -> tuple[Side, Side]:
+    """Two data sets whose laws cross at ~1e12 GMACs: a is better at every scale below the
+    cut (5.6e11), b at the largest scale (1e13)."""
+    rng = np.random.default_rng(7)
+    models, samples = ["m1", "m10", "m100", "m1000"], [1e8, 1e9, 1e10]
+    keys = [(m, int(s)) for m in models for s in samples]
+    c = np.array([float(m[1:]) * s for m, s in keys])
+
+    def side(beta: float, alpha: float, name: str) -> Side:
+        e = beta * c**alpha * np.exp(rng.normal(0, noise, len(c)))
+        return Side(tuple(keys), c, e, tuple(f"{name}{i}" for i in range(len(c))))
+
+    return side(3.0, -0.08, "a"), side(6.0, -0.105, "b")
+
+
+def power_fitter(c: np.ndarray, e: np.ndarray, ids: list[str]) -> object:
+    return fit_form("power", c, e, ids, n_boot=0, method="all")
+
+
+def test_laws_pick_the_winner_where_ranking_at_small_scale_picks_the_loser() -> None:
+    a, b = crossing_sides()
+    d = decide(a, b, (power_fitter, power_fitter), n_boot=100)
+    assert d.target == ("m1000", int(1e10)) and d.winner == "b"
+    assert d.cut == pytest.approx(10**11.75)
+    single, fitted = d.methods
+    assert (single.name, single.picks, fitted.name, fitted.picks) == ("single scale", "a", "laws", "b")
+    assert single.accuracy == 0.0 and fitted.accuracy > 0.95 and fitted.valid >= 95
+    assert fitted.margin_ci[1] < 0 < single.margin_ci[0]  # b's error below a's; a's below b's
+    assert "decision accuracy" in d.summary()
+
+
+def test_a_decision_needs_a_shared_scale_on_both_sides_of_the_cut() -> None:
+    a, b = crossing_sides()
+    other = Side(tuple(("x", 1) for _ in a.keys), a.compute, a.error, a.ids)
+    with pytest.raises(ClipscaleError, match="share no scale"):
+        decide(a, other, (power_fitter, power_fitter))
+    with pytest.raises(ClipscaleError, match="no scale both sides reached is at or above the cut"):
+        decide(a, b, (power_fitter, power_fitter), cut=1e14)
+    with pytest.raises(ClipscaleError, match="no scale both sides reached is below the cut"):
+        decide(a, b, (power_fitter, power_fitter), cut=1e7)
+
+
+def test_nominal_budgets_are_one_scale() -> None:
+    keys = scale_keys(["B", "B", "B", "L"], [int(2.44e9), int(2.56e9), int(12.8e9), int(2.56e9)])
+    assert keys == [("B", int(2.44e9)), ("B", int(2.44e9)), ("B", int(12.8e9)), ("L", int(2.56e9))]
+
+
+@pytest.mark.shared
+def test_paper_comparison_scores_deciding_at_small_scale(tmp_path: Path, shared: Path) -> None:
+    """LAION-400M vs LAION-2B: 2B wins at ViT-L/14 at 34B; the comparison says so and how
+    often ranking at the largest small scale and the laws below the cut pick it."""
+    assert (
+        cli(["import", str(shared / "zeroshot_results.csv"), "--family", "paper"], tmp_path).returncode == 0
+    )
+    out = cli(["compare", "family=paper", "dataset=imagenet1k", "metric=acc1", "--a", "data=LAION-400M", "--b",
+               "data=LAION-2B", "--format", "json"], tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)["decision"]
+    engine = connect(f"sqlite:///{tmp_path}/results.db")
+    runs, _, _ = laws.load(engine, ["family=paper", "model=ViT-L-14", "data=[LAION-400M,LAION-2B]"],
+                           "imagenet1k", "acc1")  # fmt: skip
+    largest = {r.data: 1 - r.value for r in runs if r.samples_seen > 30e9}
+    assert d["target"][0] == "ViT-L-14" and d["errors"] == pytest.approx([largest["LAION-400M"], largest["LAION-2B"]])
+    assert d["winner"] == "b" and [m["name"] for m in d["methods"]] == ["single scale", "laws"]
+    for m in d["methods"]:
+        assert m["picks"] in ("a", "b") and 0 <= m["accuracy"] <= 1 and 0 < m["valid"] <= d["n_boot"]
+        assert m["margin_ci"][0] <= m["margin"] <= m["margin_ci"][1]

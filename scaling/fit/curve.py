@@ -67,7 +67,8 @@ class Curve:
 
     def log10_draws(self, compute: Array) -> Array:
         """log10 E at each compute for each bootstrap law, shape (draws, n)."""
-        return np.array([self.log10_error(compute, t) for t in self.draws]).reshape(len(self.draws), -1)
+        n = np.size(compute)
+        return np.array([self.log10_error(compute, t) for t in self.draws]).reshape(len(self.draws), n)
 
     def predict(self, compute: float) -> tuple[float, tuple[float, float]]:
         if not compute > 0:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
 from scaling.fit.audit import Audit, Choice, audit, choose, compute_cut
+from scaling.fit.decide import Decision, Side, decide, scale_keys
 from scaling.fit.forms import FORMS, N_PARAMS, fit_form, frontier_for
 from scaling.fit.huber import DELTA, Array
 from scaling.fit.powerlaw import Law, percentile_interval
@@ -380,6 +381,7 @@ class Comparison:
     beta_ratio: float
     beta_ratio_ci: tuple[float, float]
     p_alpha_a_lower: float  # share of resample pairs where a's α is below b's (a scales faster)
+    decision: Decision | str | None = None  # which side small scale picks, or why it cannot say
 
     def record(self) -> dict[str, Any]:
         def side(f: Fitted) -> dict[str, Any]:
@@ -390,6 +392,8 @@ class Comparison:
             "alpha_diff": self.alpha_diff, "alpha_diff_ci": list(self.alpha_diff_ci),
             "beta_ratio": self.beta_ratio, "beta_ratio_ci": list(self.beta_ratio_ci),
             "p_alpha_a_lower": self.p_alpha_a_lower, "level": self.a.law.level,
+            **({"decision": self.decision.record() if isinstance(self.decision, Decision) else
+                {"reason": self.decision}} if self.decision is not None else {}),
         }  # fmt: skip
 
 
@@ -409,8 +413,31 @@ def compare(a: Fitted, b: Fitted) -> Comparison:
     lo, hi = percentile_interval(log_ratio, a.law.level)
     return Comparison(
         a, b, a.law.alpha - b.law.alpha, percentile_interval(diff, a.law.level), a.law.beta / b.law.beta,
-        (10**lo, 10**hi), float(np.mean(diff < 0)),
+        (10**lo, 10**hi), float(np.mean(diff < 0)), decision_of(a, b),
     )  # fmt: skip
+
+
+def decision_of(a: Fitted, b: Fitted) -> Decision | str:
+    """How well small scale picks the side that wins at the largest scale both reached (see
+    decide); where the sides cannot be scored that way, why."""
+    both = np.array([r.compute for r in (*a.runs, *b.runs)])
+    cut = a.settings.cut if a.settings.cut is not None else compute_cut(both)
+
+    keys = scale_keys([r.model for r in (*a.runs, *b.runs)], [r.samples_seen for r in (*a.runs, *b.runs)])
+
+    def side(f: Fitted, k: Sequence[tuple[str, int]]) -> Side:
+        return Side(tuple(k), np.array([r.compute for r in f.runs]), errors_of(f.metric, f.runs),
+                    tuple(r.id for r in f.runs))  # fmt: skip
+
+    def fitter(form: str) -> Any:
+        quick = replace(a.settings, form=form, n_boot=0, cut=None)
+        return lambda c, e, ids: fit_arrays(quick, c, e, ids, _upper(a.metric))[0]
+
+    try:
+        return decide(side(a, keys[: len(a.runs)]), side(b, keys[len(a.runs) :]), (fitter(a.law.name), fitter(b.law.name)), a.settings.cut,
+                      n_boot=min(a.settings.n_boot, CANDIDATE_BOOT), level=a.law.level, seed=a.settings.seed)
+    except ClipscaleError as e:
+        return str(e)
 
 
 # ---------------------------------------------------------------- history
