@@ -668,6 +668,58 @@ def _targets(options: dict[str, str]) -> list[Any]:
     return [Target.of_model(m, n, gmacs[0] if gmacs else None) for m in models for n in counts]
 
 
+@main.command(name="suggest")
+@click.argument("args", nargs=-1)
+@click.option("--override", "overrides", multiple=True,
+              help="A Hydra override of the plan the candidates come from, e.g. 'samples_seen=[16k,64k]' (repeatable).")
+@_CONFIG_DIR
+@_DB
+@_FORMAT
+@_one_line_errors
+def suggest_(args: tuple[str, ...], overrides: tuple[str, ...], config_dir: tuple[str, ...], db: str | None,
+             fmt: str) -> None:  # fmt: skip
+    """Rank the points of a sweep's plan not run yet by how much each would narrow the
+    prediction interval at a target per GPU-hour, and choose the best within a budget.
+
+    ARGS: the law as for `scaling fit` (sweep=NAME or family=NAME, dataset=, metric=, ...),
+    budget=GPU-HOURS, target=MODEL@SAMPLES or target=COMPUTE (GMACs), and plan=SWEEP (a
+    sweep's name or YAML file; default: the family's name) for the candidate points.
+    """
+    from scaling.fit import laws
+    from scaling.store import connect, parse_filters
+
+    filters, options = _split_args(args, (*_FIT_KEYS, "budget", "target", "plan"))
+    dataset, metric = _metric(options, required=True) or ("", "")
+    if "target" not in options or "budget" not in options:
+        raise ClipscaleError("what to aim at and spend: target=MODEL@SAMPLES|COMPUTE budget=GPU-HOURS")
+    try:
+        budget = float(options["budget"])
+    except ValueError:
+        raise ClipscaleError(f"budget={options['budget']!r} is not a number of GPU-hours") from None
+    target, settings = _report_target(options["target"]), _settings(options)
+    candidates = _candidates(options.get("plan") or laws.family_of(parse_filters(filters)), overrides, config_dir)
+    engine = connect(db, must_exist=True)
+    result = laws.suggest_next(engine, filters, dataset, metric, settings, candidates, target, budget)
+    if fmt == "json":
+        _echo_json(result.record())
+    else:
+        from scaling.tables import print_suggestion
+
+        print_suggestion(result)
+
+
+def _candidates(sweep: str, overrides: Sequence[str], config_dir: Sequence[str]) -> list[Any]:
+    """The evaluated points of a sweep's plan, with their compute and cost."""
+    from scaling.fit.suggest import Candidate
+    from scaling.plan import plan as make_plan
+
+    planned = make_plan(sweep, list(overrides), config_dir)
+    return [
+        Candidate(p.point.id, p.point.model, p.point.data, p.point.samples_seen, p.compute_gmacs, p.gpu_hours)
+        for p in planned.points if p.point.evaluated
+    ]  # fmt: skip
+
+
 @main.command(name="compare")
 @click.argument("args", nargs=-1)
 @click.option(

@@ -341,6 +341,24 @@ def print_comparison(c: Any, console: Console | None = None) -> None:
         console.print(c.decision if isinstance(c.decision, str) else c.decision.summary(), markup=False)
 
 
+def print_suggestion(s: Any, console: Console | None = None) -> None:
+    """Candidates best first: what each costs, where the law expects it, how much it narrows
+    the interval at the target; the chosen ones within the budget marked."""
+    console = console or _console()
+    lo, hi = s.interval
+    table = Table(title=f"what to run next for {s.target} (C={s.compute:.3g}): error {s.error:.4g} "
+                  f"{_ci(lo, hi)}, width {s.width:.4g}")  # fmt: skip
+    for name in ("chosen", "point", "GPU-h", "expected error", "width after", "narrowing", "per GPU-h"):
+        table.add_column(name, justify="left" if name in ("chosen", "point") else "right")
+    for g in s.gains:
+        c = g.candidate
+        table.add_row("✓" if g.chosen else "", c.id, f"{c.gpu_hours:.3g}", f"{g.expected:.4g}", f"{g.width:.4g}",
+                      f"{g.narrowing:+.4g}", f"{g.per_hour:+.3g}")  # fmt: skip
+    spent = sum(g.candidate.gpu_hours for g in s.chosen)
+    table.caption = f"chosen: {len(s.chosen)} point(s), {spent:.3g} of {s.budget:g} GPU-hours"
+    console.print(table)
+
+
 def print_fit_history(family: str, rows: Sequence[dict[str, Any]], console: Console | None = None) -> None:
     console = console or _console()
     table = Table(title=f"fit history of {family}")

@@ -21,6 +21,7 @@ from scaling.fit.decide import Decision, Side, decide, scale_keys
 from scaling.fit.forms import FORMS, N_PARAMS, fit_form, frontier_for
 from scaling.fit.huber import DELTA, Array
 from scaling.fit.powerlaw import Law, percentile_interval
+from scaling.fit.suggest import Candidate, Suggestion, suggest
 from scaling.fit.surface import Surface, fit_surface
 from scaling.outcome import json_safe
 from scaling.store.db import transaction
@@ -617,6 +618,30 @@ def _targets(fitted: Fitted, targets: Sequence[Target]) -> Sequence[Target]:
         return targets
     top = max(r.compute for r in fitted.runs)
     return [Target("10× largest run", compute=top * 10)]
+
+
+# ---------------------------------------------------------------- what to run next
+
+
+def suggest_next(
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings,
+    candidates: Sequence[Candidate], target: Target, budget: float,
+) -> Suggestion:  # fmt: skip
+    """The planned points not run yet (nor running), ranked by how much each narrows the
+    interval at ``target`` per GPU-hour; the best that fit in ``budget`` GPU-hours chosen."""
+    fitted = fit(engine, filters, dataset, metric, settings)
+    rows, _ = fetch(engine, parse_filters([f"family={fitted.family}"]))
+    taken = {r["id"] for r in rows if r["status"] != "failed"}
+    left = [c for c in candidates if c.id not in taken]
+    at = resolve(engine, fitted, target)
+    fixed = replace(settings, form=fitted.law.name) if settings.form == "auto" else settings
+
+    def refit(c: Array, e: Array, ids: Sequence[str]) -> Any:
+        return fit_arrays(fixed, c, e, ids, _upper(metric))[0]
+
+    c = np.array([r.compute for r in fitted.runs])
+    return suggest(fitted.law, c, errors_of(metric, fitted.runs), [r.id for r in fitted.runs], left,
+                   at.label, at.compute, budget, refit)  # fmt: skip
 
 
 # ---------------------------------------------------------------- refits as points land

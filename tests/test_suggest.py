@@ -1,0 +1,112 @@
+"""`scaling suggest` on the toy grid, trained for real on the CPU: the point it names, once
+run and ingested, narrows the prediction interval at the target; a budget below one point's
+cost is one line and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import wait_done
+from test_fit import cli
+
+from scaling import toyworld
+from scaling.dispatch import launch
+from scaling.plan import plan
+from scaling.store import connect
+
+pytestmark = pytest.mark.torch
+
+# toy-s on toy-4k, evaluated on the zero-shot set alone; two points at a time, one core each.
+SWEEP = """\
+defaults:
+  - gpu: cpu
+  - cluster: local
+  - _self_
+name: next
+data_root: {root}
+runs_root: {runs}
+eval:
+  root: {root}/toy/eval
+  sets:
+    - {{name: toy_shapes, task: zeroshot_classification}}
+model: [toy-s]
+data: [toy-4k]
+samples_seen: [5k, 10k, 20k]
+clusters:
+  local: {{parallelism: 2}}
+train: {{lr: 3.0e-3, warmup: 10, batch_size: 128, gpus: 1, workers: 1, precision: fp32, seed: 0}}
+"""
+LAW = ["sweep=next", "dataset=toy_shapes", "metric=acc1", "boot=500"]
+TARGET = "target=toy-s@320k"  # 16× the largest run: the law extrapolates four doublings
+CANDIDATES = ["--override", "samples_seen=[5k,10k,20k,40k,80k]"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three smallest points trained, evaluated and ingested: the law to improve on."""
+    tmp = tmp_path_factory.mktemp("next")
+    world = tmp / "world"
+    toyworld.write_world(world, {"toy-4k": 4000})
+    (tmp / "next.yaml").write_text(SWEEP.format(root=world, runs=tmp / "runs"))
+    p = plan(str(tmp / "next.yaml"))
+    engine = connect(f"sqlite:///{tmp / 'results.db'}")
+    launch(p, engine)
+    assert wait_done(p, engine, timeout_s=600).counts == {"succeeded": 3}
+    engine.dispose()
+    return tmp
+
+
+def width_at_target(tmp: Path) -> float:
+    out = cli(["predict", *LAW, "model=toy-s", "samples_seen=320k", "--format", "json"], tmp)
+    assert out.returncode == 0, out.stderr
+    lo, hi = json.loads(out.stdout)["error_ci"]
+    return float(hi - lo)
+
+
+def test_the_suggested_point_narrows_the_interval_once_run(grid: Path) -> None:
+    before = width_at_target(grid)
+    out = cli(["suggest", *LAW, TARGET, "budget=0.03", f"plan={grid / 'next.yaml'}", *CANDIDATES,
+               "--format", "json"], grid)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert s["width"] == pytest.approx(before)
+    # The points not run yet, best narrowing per GPU-hour first; the best that fits is chosen.
+    ids = [c["id"] for c in s["candidates"]]
+    assert [c["samples_seen"] for c in s["candidates"]] and len(ids) == 2
+    assert all(c["narrowing"] > 0 for c in s["candidates"])
+    per_hour = [c["narrowing_per_gpu_hour"] for c in s["candidates"]]
+    assert per_hour == sorted(per_hour, reverse=True)
+    chosen = [c for c in s["candidates"] if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["gpu_hours"] <= 0.03 < sum(c["gpu_hours"] for c in s["candidates"])
+
+    # Run the chosen point on the toy world, ingest it, and fit again.
+    whole = plan(str(grid / "next.yaml"), [CANDIDATES[1]])
+    p = replace(whole, points=tuple(q for q in whole.points if q.point.id == chosen[0]["id"]))
+    assert len(p.points) == 1
+    engine = connect(f"sqlite:///{grid / 'results.db'}")
+    launch(p, engine)
+    assert wait_done(p, engine, timeout_s=600).counts == {"succeeded": 4}
+    engine.dispose()
+    after = width_at_target(grid)
+    assert after < before, (before, after, chosen[0])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["budget=0.001"], "budget=0.001 GPU-hours is below the cheapest point's cost"),
+        (["budget=-1"], "budget=-1: give the GPU-hours to spend"),
+        (["budget=lots"], "budget='lots' is not a number of GPU-hours"),
+        ([], "what to aim at and spend"),
+    ],
+)
+def test_bad_suggestions_are_one_line_and_write_nothing(grid: Path, args: list[str], message: str) -> None:
+    target = [TARGET] if args else []
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in grid.rglob("*") if p.is_file())
+    out = cli(["suggest", *LAW, *target, *args, f"plan={grid / 'next.yaml'}", *CANDIDATES], grid)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in grid.rglob("*") if p.is_file()) == before
