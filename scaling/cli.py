@@ -670,8 +670,10 @@ def _targets(options: dict[str, str]) -> list[Any]:
 
 @main.command(name="suggest")
 @click.argument("args", nargs=-1)
-@click.option("--override", "overrides", multiple=True,
-              help="A Hydra override of the plan the candidates come from, e.g. 'samples_seen=[16k,64k]' (repeatable).")
+@click.option(
+    "--override", "overrides", multiple=True,
+    help="A Hydra override of the plan the candidates come from, e.g. 'samples_seen=[16k,64k]' (repeatable).",
+)  # fmt: skip
 @_CONFIG_DIR
 @_DB
 @_FORMAT
@@ -697,7 +699,8 @@ def suggest_(args: tuple[str, ...], overrides: tuple[str, ...], config_dir: tupl
     except ValueError:
         raise ClipscaleError(f"budget={options['budget']!r} is not a number of GPU-hours") from None
     target, settings = _report_target(options["target"]), _settings(options)
-    candidates = _candidates(options.get("plan") or laws.family_of(parse_filters(filters)), overrides, config_dir)
+    sweep = options.get("plan") or laws.family_of(parse_filters(filters))
+    candidates = _candidates(sweep, overrides, config_dir)
     engine = connect(db, must_exist=True)
     result = laws.suggest_next(engine, filters, dataset, metric, settings, candidates, target, budget)
     if fmt == "json":

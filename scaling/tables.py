@@ -352,8 +352,8 @@ def print_suggestion(s: Any, console: Console | None = None) -> None:
         table.add_column(name, justify="left" if name in ("chosen", "point") else "right")
     for g in s.gains:
         c = g.candidate
-        table.add_row("✓" if g.chosen else "", c.id, f"{c.gpu_hours:.3g}", f"{g.expected:.4g}", f"{g.width:.4g}",
-                      f"{g.narrowing:+.4g}", f"{g.per_hour:+.3g}")  # fmt: skip
+        table.add_row("✓" if g.chosen else "", c.id, f"{c.gpu_hours:.3g}", f"{g.expected:.4g}",
+                      f"{g.width:.4g}", f"{g.narrowing:+.4g}", f"{g.per_hour:+.3g}")  # fmt: skip
     spent = sum(g.candidate.gpu_hours for g in s.chosen)
     table.caption = f"chosen: {len(s.chosen)} point(s), {spent:.3g} of {s.budget:g} GPU-hours"
     console.print(table)

@@ -399,15 +399,16 @@ def test_paper_comparison_scores_deciding_at_small_scale(tmp_path: Path, shared:
     assert (
         cli(["import", str(shared / "zeroshot_results.csv"), "--family", "paper"], tmp_path).returncode == 0
     )
-    out = cli(["compare", "family=paper", "dataset=imagenet1k", "metric=acc1", "--a", "data=LAION-400M", "--b",
-               "data=LAION-2B", "--format", "json"], tmp_path)  # fmt: skip
+    out = cli(["compare", "family=paper", "dataset=imagenet1k", "metric=acc1", "--a", "data=LAION-400M",
+               "--b", "data=LAION-2B", "--format", "json"], tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)["decision"]
     engine = connect(f"sqlite:///{tmp_path}/results.db")
     runs, _, _ = laws.load(engine, ["family=paper", "model=ViT-L-14", "data=[LAION-400M,LAION-2B]"],
                            "imagenet1k", "acc1")  # fmt: skip
     largest = {r.data: 1 - r.value for r in runs if r.samples_seen > 30e9}
-    assert d["target"][0] == "ViT-L-14" and d["errors"] == pytest.approx([largest["LAION-400M"], largest["LAION-2B"]])
+    assert d["target"][0] == "ViT-L-14"
+    assert d["errors"] == pytest.approx([largest["LAION-400M"], largest["LAION-2B"]])
     assert d["winner"] == "b" and [m["name"] for m in d["methods"]] == ["single scale", "laws"]
     for m in d["methods"]:
         assert m["picks"] in ("a", "b") and 0 <= m["accuracy"] <= 1 and 0 < m["valid"] <= d["n_boot"]

@@ -31,6 +31,7 @@ from scaling.fit.powerlaw import percentile_interval
 from scaling.units import format_count
 
 Fitter = Callable[[Array, Array, Sequence[str]], object]  # compute, error, runs → a law
+Index = np.ndarray[tuple[int], np.dtype[np.intp]]  # runs drawn, by position
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,19 @@ class Decision:
 
     def summary(self) -> str:
         """One line per method, for people: what it picks, its margin, its decision accuracy."""
-        lines = [f"winner at {_label(self.target)} (compute {self.compute:.3g}): {self.winner} "
-                 f"(error {self.errors[0]:.4g} vs {self.errors[1]:.4g}); deciding below compute {self.cut:.3g}:"]
+        lines = [
+            f"winner at {_label(self.target)} (compute {self.compute:.3g}): {self.winner} (error "
+            f"{self.errors[0]:.4g} vs {self.errors[1]:.4g}); deciding below compute {self.cut:.3g}:"
+        ]
         for m in self.methods:
             if m.picks is None:
                 lines.append(f"{m.name}: cannot decide on the runs below the cut")
                 continue
             lo, hi = m.margin_ci
-            lines.append(f"{m.name}: picks {m.picks}, margin {m.margin:+.4f} [{lo:+.4f}, {hi:+.4f}], "
-                         f"decision accuracy {m.accuracy:.0%} of {m.valid} resamples")
+            lines.append(
+                f"{m.name}: picks {m.picks}, margin {m.margin:+.4f} [{lo:+.4f}, {hi:+.4f}], "
+                f"decision accuracy {m.accuracy:.0%} of {m.valid} resamples"
+            )
         return "\n".join(lines)
 
     def record(self) -> dict[str, object]:
@@ -91,7 +96,14 @@ class Decision:
 
 
 def decide(
-    a: Side, b: Side, fitters: tuple[Fitter, Fitter], cut: float | None = None, *, n_boot: int = 200, level: float = 0.95, seed: int = 0
+    a: Side,
+    b: Side,
+    fitters: tuple[Fitter, Fitter],
+    cut: float | None = None,
+    *,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> Decision:
     """Score single-scale ranking and fitted laws (``fitters``: each side's) at picking the
     winner at the largest scale. ``cut`` (default: the top quarter of the log compute of the
@@ -112,7 +124,7 @@ def decide(
         raise ClipscaleError(f"no scale both sides reached is below the cut (compute < {cut:.3g})")
     winner = 1.0 if ea < eb else -1.0  # the sign of the margin that favours the winner
 
-    def single(ia: Array, ib: Array) -> float | None:
+    def single(ia: Index, ib: Index) -> float | None:
         sa, sb = _by_scale(_take(a, ia)), _by_scale(_take(b, ib))
         small = [k for k in set(sa) & set(sb) if sa[k][0] < cut]
         if not small:
@@ -120,7 +132,7 @@ def decide(
         k = max(small, key=lambda s: sa[s][0])
         return sb[k][1] - sa[k][1]
 
-    def laws(ia: Array, ib: Array) -> float | None:
+    def laws(ia: Index, ib: Index) -> float | None:
         try:
             la, lb = fitters[0](*_arrays(a, ia)), fitters[1](*_arrays(b, ib))
         except ClipscaleError:
@@ -169,12 +181,12 @@ def _by_scale(side: Side) -> dict[Hashable, tuple[float, float]]:
     return {k: (float(np.mean([c for c, _ in v])), float(np.mean([e for _, e in v]))) for k, v in out.items()}
 
 
-def _take(side: Side, idx: Array) -> Side:
+def _take(side: Side, idx: Index) -> Side:
     return Side(tuple(side.keys[i] for i in idx), side.compute[idx], side.error[idx],
                 tuple(side.ids[i] for i in idx))  # fmt: skip
 
 
-def _arrays(side: Side, idx: Array) -> tuple[Array, Array, list[str]]:
+def _arrays(side: Side, idx: Index) -> tuple[Array, Array, list[str]]:
     # A run drawn twice is two points to the fitter: name the copies apart.
     return side.compute[idx], side.error[idx], [f"{side.ids[i]}#{j}" for j, i in enumerate(idx)]
 

@@ -421,9 +421,6 @@ def compare(a: Fitted, b: Fitted) -> Comparison:
 def decision_of(a: Fitted, b: Fitted) -> Decision | str:
     """How well small scale picks the side that wins at the largest scale both reached (see
     decide); where the sides cannot be scored that way, why."""
-    both = np.array([r.compute for r in (*a.runs, *b.runs)])
-    cut = a.settings.cut if a.settings.cut is not None else compute_cut(both)
-
     keys = scale_keys([r.model for r in (*a.runs, *b.runs)], [r.samples_seen for r in (*a.runs, *b.runs)])
 
     def side(f: Fitted, k: Sequence[tuple[str, int]]) -> Side:
@@ -435,8 +432,15 @@ def decision_of(a: Fitted, b: Fitted) -> Decision | str:
         return lambda c, e, ids: fit_arrays(quick, c, e, ids, _upper(a.metric))[0]
 
     try:
-        return decide(side(a, keys[: len(a.runs)]), side(b, keys[len(a.runs) :]), (fitter(a.law.name), fitter(b.law.name)), a.settings.cut,
-                      n_boot=min(a.settings.n_boot, CANDIDATE_BOOT), level=a.law.level, seed=a.settings.seed)
+        return decide(
+            side(a, keys[: len(a.runs)]),
+            side(b, keys[len(a.runs) :]),
+            (fitter(a.law.name), fitter(b.law.name)),
+            a.settings.cut,
+            n_boot=min(a.settings.n_boot, CANDIDATE_BOOT),
+            level=a.law.level,
+            seed=a.settings.seed,
+        )
     except ClipscaleError as e:
         return str(e)
 

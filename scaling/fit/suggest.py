@@ -65,7 +65,8 @@ class Suggestion:
 
     def record(self) -> dict[str, object]:
         return {
-            "target": self.target, "compute": self.compute, "error": self.error, "error_ci": list(self.interval),
+            "target": self.target, "compute": self.compute, "error": self.error,
+            "error_ci": list(self.interval),
             "width": self.width, "budget_gpu_hours": self.budget,
             "chosen_gpu_hours": sum(g.candidate.gpu_hours for g in self.chosen),
             "candidates": [{
