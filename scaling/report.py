@@ -34,6 +34,7 @@ from scaling.errors import ClipscaleError
 from scaling.files import atomic_file
 from scaling.fit.laws import Fitted, Run, Section
 from scaling.fit.powerlaw import Law
+from scaling.fit.surface import Surface
 from scaling.units import format_count
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "8")
@@ -181,7 +182,16 @@ def _plot_group(ax: Axes, section: Section, i: int, name: str, fitted: Fitted) -
         band = law.error_band(c)
         ax.fill_between(c, band[0], band[1], color=colour, alpha=0.12, linewidth=0, zorder=2)
         handles = (Patch(facecolor=colour, alpha=0.12), *handles)
+    surface = dict(section.surfaces).get(name)
+    if isinstance(surface, Surface) and _has_optimum(surface):
+        # The surface's least error at each compute: the model size and samples seen to spend it on.
+        n, d = surface.optimal(c)
+        ax.plot(c, surface.error(n, d), linestyle=(0, (1, 1.5)), color=colour, linewidth=1.6, zorder=5)
     return handles
+
+
+def _has_optimum(surface: Surface) -> bool:
+    return surface.params["alpha"] > 0 and surface.params["beta"] > 0
 
 
 def _plot_predictions(ax: Axes, section: Section) -> list[tuple[Annotation, float]]:
@@ -249,6 +259,8 @@ def _legends(fig: Figure, ax: Axes, styles: Styles, law_handles: list[Any], sect
     data = [_dot("0.45", marker, d) for d, marker in styles.markers.items()]
     if section.predictions:
         data.append(_dot("0.3", "*", f"prediction ({_level(section):.0%} CI)", size=8))
+    if any(isinstance(s, Surface) and _has_optimum(s) for _, s in section.surfaces):
+        data.append(Line2D([], [], linestyle=(0, (1, 1.5)), color="0.3", label="compute-optimal (E(N, D))"))
     rows = max(len(models), len(data))
     blank = Line2D([], [], linestyle="none", label="")
     handles = [*models, *[blank] * (rows - len(models)), *data, *[blank] * (rows - len(data))]
@@ -378,8 +390,31 @@ def _section(s: Section, stem: str) -> list[str]:
         lines += ["", "### Comparisons", "", *_comparisons(s)]
     if s.audits:
         lines += ["", "### Extrapolation audit", "", *_audits(s)]
+    if s.surfaces:
+        lines += ["", "### Error surface", "", *_surfaces(s)]
     lines += ["", "### Runs", "", *_runs_table(s)]
     return lines
+
+
+def _surfaces(s: Section) -> list[str]:
+    """Per group: E(N, D) over its runs and where it spends the largest run's compute (the
+    dotted line of the plot); a group it cannot be fitted to says why."""
+    rows, reasons = [], []
+    for (g, surface), (_, f) in zip(s.surfaces, s.fits, strict=True):
+        if not isinstance(surface, Surface):
+            reasons.append(f"- {_cell(g)}: no surface ({_cell(surface)}).")
+            continue
+        p, top = surface.params, max(r.compute for r in f.runs)
+        optimum = "—"
+        if _has_optimum(surface):
+            n, d = surface.optimal(np.array([top]))
+            optimum = f"{float(n[0]):.3g} GMACs × {format_count(float(d[0]))}"
+        rows.append([_cell(g), f"{p['E']:.4g}", f"{p['A']:.4g}", f"{p['alpha']:.4f}", f"{p['B']:.4g}",
+                     f"{p['beta']:.4f}", f"{top:.3g}", optimum])  # fmt: skip
+    header = ["group", "E", "A", "α", "B", "β", "compute", "compute-optimal N × D"]
+    intro = ["E(N, D) = E + A/N^α + B/D^β (N: GMACs per sample, D: samples seen), fitted the Epoch way on "
+             "every run of the group; the plot's dotted line is its least error at each compute.", ""]  # fmt: skip
+    return [*intro, *(_table(header, rows, [False] + [True] * 7) if rows else []), *reasons]
 
 
 def _audits(s: Section) -> list[str]:

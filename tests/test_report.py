@@ -18,9 +18,11 @@ from matplotlib.figure import Figure
 
 from scaling.errors import ClipscaleError
 from scaling.fit.laws import Section, Settings, Target, study
+from scaling.fit.surface import Surface
 from scaling.report import write_report
 from scaling.store import connect
 from scaling.store.ingest import import_table
+from scaling.units import format_count
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODELS = {"ViT-S": 4.4, "ViT-M": 17.6, "ViT-L": 81.1}  # GMACs per sample
@@ -113,6 +115,10 @@ def test_report_writes_plots_and_text(
             formula = f"{group}: E = {law.beta:.3g}·C^{law.alpha:.3f}".replace("-", "−")
             assert formula in text
         assert "ViT-L 100B: " in text and "prediction (95% CI)" in text
+        # Each group's error surface draws its compute-optimal line.
+        assert "compute-optimal (E(N, D))" in text
+        surfaces = dict(section.surfaces)
+        assert isinstance(surfaces["LAION"], Surface) and "the surface law needs 6" in surfaces["WIT"]
 
     md = (out / "report.md").read_text()
     assert md.startswith("# Synthetic laws\n") and "`family=syn`" in md
@@ -125,6 +131,11 @@ def test_report_writes_plots_and_text(
             assert f"| {group} | {p.label} |" in md
             assert f"{(1 - p.error) * 100:.1f} % [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]" in md
         assert "| LAION vs WIT |" in md
+        laion = dict(section.surfaces)["LAION"]
+        assert isinstance(laion, Surface)
+        n, d = laion.optimal(np.array([max(r.compute for r in dict(section.fits)["LAION"].runs)]))
+        assert f"{float(n[0]):.3g} GMACs × {format_count(float(d[0]))}" in md
+        assert "- WIT: no surface (3 run(s): the surface law needs 6)." in md
     assert "| ViT-L 100B | ViT-L | 100B | 8.11e+12 |" in md
 
     page = Page()

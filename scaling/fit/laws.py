@@ -535,6 +535,7 @@ class Section:
     predictions: tuple[tuple[str, Prediction], ...]
     comparisons: tuple[Comparison, ...]
     audits: tuple[tuple[str, Audited | str], ...] = ()  # per group: its audit, or why there is none
+    surfaces: tuple[tuple[str, Surface | str], ...] = ()  # per group: E(N, D), or why there is none
 
 
 def groups_of(engine: Engine, filters: Sequence[str]) -> dict[str, list[str]]:
@@ -596,7 +597,8 @@ def study(
             (name, _audit_or_reason(_in_data(filters, data), dataset, metric, settings, f))
             for (name, data), (_, f) in zip(groups.items(), fits, strict=True)
         )
-        sections.append(Section(dataset, metric, fits, preds, comps, audits))
+        surfaces = tuple((name, surface_of(f)) for name, f in fits)
+        sections.append(Section(dataset, metric, fits, preds, comps, audits, surfaces))
     return tuple(sections)
 
 
@@ -614,6 +616,20 @@ def _audit_or_reason(
         )
     except ClipscaleError as e:
         return str(e).removeprefix(f"{_law_name(fitted.family, dataset, metric)}: ")
+
+
+def surface_of(fitted: Fitted) -> Surface | str:
+    """The error surface E(N, D) of a law's runs (N in GMACs per sample), for its
+    compute-optimal line; without bootstrap (the line is drawn, not given an interval)."""
+    runs = fitted.runs
+    if any(not r.gmacs_per_sample for r in runs):
+        return "a run's GMACs per sample are not known"
+    try:
+        return fit_surface([float(r.gmacs_per_sample or 0.0) for r in runs], [r.samples_seen for r in runs],
+                           errors_of(fitted.metric, runs), n_boot=0, seed=fitted.settings.seed,
+                           delta=fitted.settings.delta)  # fmt: skip
+    except ClipscaleError as e:
+        return str(e)
 
 
 def _targets(fitted: Fitted, targets: Sequence[Target]) -> Sequence[Target]:
