@@ -412,8 +412,11 @@ def _surfaces(s: Section) -> list[str]:
         rows.append([_cell(g), f"{p['E']:.4g}", f"{p['A']:.4g}", f"{p['alpha']:.4f}", f"{p['B']:.4g}",
                      f"{p['beta']:.4f}", f"{top:.3g}", optimum])  # fmt: skip
     header = ["group", "E", "A", "α", "B", "β", "compute", "compute-optimal N × D"]
-    intro = ["E(N, D) = E + A/N^α + B/D^β (N: GMACs per sample, D: samples seen), fitted the Epoch way on "
-             "every run of the group; the plot's dotted line is its least error at each compute.", ""]  # fmt: skip
+    intro = [
+        "E(N, D) = E + A/N^α + B/D^β (N: GMACs per sample, D: samples seen), fitted the Epoch way on every "
+        "run of the group; the plot's dotted line is its least error at each compute.",
+        "",
+    ]
     return [*intro, *(_table(header, rows, [False] + [True] * 7) if rows else []), *reasons]
 
 
