@@ -22,7 +22,9 @@ from scaling.fit.curve import band
 from scaling.fit.huber import Array
 
 PARSIMONY = 0.10  # a form with more parameters must cut the held-out ARE by this share to win,
-SIGNIFICANCE = 2.0  # and by this many standard errors of the runs' paired differences
+SIGNIFICANCE = 2.0  # and by this many standard errors of the runs' paired differences,
+NOISE = 1.5  # and only if the simpler form's ARE exceeds this many times the richer fit's scatter
+LN10 = float(np.log(10.0))
 
 Fitter = Callable[[Array, Array, Sequence[str]], Any]  # compute, error, runs → a law
 
@@ -157,9 +159,16 @@ def choose(candidates: Sequence[tuple[str, int, Callable[[], Audit]]]) -> Choice
 def beats(rich: Audit, simple: Audit) -> bool:
     """Whether a form with more parameters predicts the held-out frontier runs better than a
     simpler one by more than noise: its ARE lower by PARSIMONY of the simpler's, and the mean
-    of the runs' paired ARE differences above SIGNIFICANCE standard errors."""
+    of the runs' paired ARE differences above SIGNIFICANCE standard errors. A simpler form
+    whose held-out ARE is within NOISE times the scatter of the richer fit (the relative RMSE
+    of its frontier residuals: the runs' noise where either form is right, as the richer
+    nests the simpler) already predicts as well as the runs allow: the held-out runs
+    share one extrapolated curve, so their paired differences can be consistent, and look
+    significant, while being no larger than the noise of single runs."""
     gain = np.array([s.are - r.are for s, r in zip(simple.scored, rich.scored, strict=True)])
     if not rich.are < simple.are * (1 - PARSIMONY):
+        return False
+    if simple.are <= NOISE * LN10 * float(rich.law.rmse):
         return False
     if len(gain) < 2:
         return True

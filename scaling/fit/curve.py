@@ -137,7 +137,8 @@ def fit_curve(
         raise ClipscaleError(f"the {form.name} law did not converge ({sol.message})")
     pred = problem.predict(sol.theta, problem.x)[0] / LN10
     residual = front.log_e - pred
-    draws = _bootstrap(form, log_c, log_e, method, bins, ref, delta, sol.theta, n_boot, seed)
+    starts = np.vstack([sol.theta[None, :], sol.basins])
+    draws = _bootstrap(form, log_c, log_e, method, bins, ref, delta, starts, n_boot, seed)
     natural = [form.natural(t, ref) for t in draws]
     params = form.natural(sol.theta, ref)
     sensitivity = {}
@@ -168,8 +169,10 @@ def _problem(form: Form, log10_c: Array, log10_e: Array, ref: Array, delta: floa
 
 def _bootstrap(
     form: Form, log_c: Array, log_e: Array, method: str, bins: int, ref: Array, delta: float,
-    theta: Array, n_boot: int, seed: int,
+    starts: Array, n_boot: int, seed: int,
 ) -> Array:  # fmt: skip
+    """Refits on resampled runs from the optimum and from the other basins' best ends (see
+    huber.BASINS); the best of them is then polished to convergence."""
     rng = np.random.default_rng(seed)
     n, need, out = len(log_c), form.min_points(), []
     for _ in range(n_boot):
@@ -177,7 +180,11 @@ def _bootstrap(
         front = frontier(log_c[idx], log_e[idx], method, bins)
         if len(front.log_c) < need:
             continue
-        t, _, ok, _ = local(_problem(form, front.log_c, front.log_e, ref, delta), theta, tight=True)
-        if ok:
-            out.append(t)
+        problem = _problem(form, front.log_c, front.log_e, ref, delta)
+        ends = [local(problem, s) for s in starts]
+        best = min((e for e in ends if e[2]), key=lambda e: e[1], default=None)
+        if best is None:
+            continue
+        t, fun, ok, _ = local(problem, best[0], tight=True)  # then to convergence: never stop early
+        out.append(t if ok and fun <= best[1] else best[0])
     return np.array(out).reshape(len(out), form.n_params)

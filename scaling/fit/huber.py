@@ -65,6 +65,7 @@ class Solution:
     tried: int  # local runs
     grid: int  # starting points scored
     message: str
+    basins: Array  # the best end of each other basin the local runs found, best first (k, p)
 
 
 def local(problem: Problem, start: Array, tight: bool = False) -> tuple[Array, float, bool, str]:
@@ -104,7 +105,25 @@ def solve(problem: Problem, grid: Array, top: int | None = None) -> Solution:
     if not ok or fun > funs[best]:
         theta, fun, ok, message = runs[best]
     reached = int(np.sum(funs <= fun * (1 + REACHED_RTOL) + 1e-300))
-    return Solution(theta, fun, ok, max(reached, 1), len(starts), len(grid), message)
+    ends = np.array([runs[i][0] for i in np.argsort(funs, kind="stable") if np.isfinite(funs[i])])
+    return Solution(theta, fun, ok, max(reached, 1), len(starts), len(grid), message, _basins(theta, ends))
+
+
+BASIN = 0.5  # ends further apart than this (largest |Δθ|, in the forms' log units) are other basins
+BASINS = 2  # other basins a bootstrap refit also starts from
+
+
+def _basins(best: Array, ends: Array) -> Array:
+    """Local minima other than the best, one per basin, best first: where a flat direction
+    (a floor near zero, a break the data barely see) lets the optimum sit in one basin of
+    several, a bootstrap refit started only at the optimum would never leave it."""
+    kept: list[Array] = []
+    for end in ends:
+        if len(kept) == BASINS:
+            break
+        if all(np.max(np.abs(end - other)) > BASIN for other in (best, *kept)):
+            kept.append(end)
+    return np.array(kept).reshape(len(kept), len(best))
 
 
 def _run(problem: Problem, starts: Array) -> list[tuple[Array, float, bool, str]]:
