@@ -183,15 +183,11 @@ def _plot_group(ax: Axes, section: Section, i: int, name: str, fitted: Fitted) -
         ax.fill_between(c, band[0], band[1], color=colour, alpha=0.12, linewidth=0, zorder=2)
         handles = (Patch(facecolor=colour, alpha=0.12), *handles)
     surface = dict(section.surfaces).get(name)
-    if isinstance(surface, Surface) and _has_optimum(surface):
+    if isinstance(surface, Surface) and surface.has_optimum:
         # The surface's least error at each compute: the model size and samples seen to spend it on.
         n, d = surface.optimal(c)
         ax.plot(c, surface.error(n, d), linestyle=(0, (1, 1.5)), color=colour, linewidth=1.6, zorder=5)
     return handles
-
-
-def _has_optimum(surface: Surface) -> bool:
-    return surface.params["alpha"] > 0 and surface.params["beta"] > 0
 
 
 def _plot_predictions(ax: Axes, section: Section) -> list[tuple[Annotation, float]]:
@@ -259,7 +255,7 @@ def _legends(fig: Figure, ax: Axes, styles: Styles, law_handles: list[Any], sect
     data = [_dot("0.45", marker, d) for d, marker in styles.markers.items()]
     if section.predictions:
         data.append(_dot("0.3", "*", f"prediction ({_level(section):.0%} CI)", size=8))
-    if any(isinstance(s, Surface) and _has_optimum(s) for _, s in section.surfaces):
+    if any(isinstance(s, Surface) and s.has_optimum for _, s in section.surfaces):
         data.append(Line2D([], [], linestyle=(0, (1, 1.5)), color="0.3", label="compute-optimal (E(N, D))"))
     rows = max(len(models), len(data))
     blank = Line2D([], [], linestyle="none", label="")
@@ -406,7 +402,7 @@ def _surfaces(s: Section) -> list[str]:
             continue
         p, top = surface.params, max(r.compute for r in f.runs)
         optimum = "—"
-        if _has_optimum(surface):
+        if surface.has_optimum:
             n, d = surface.optimal(np.array([top]))
             optimum = f"{float(n[0]):.3g} GMACs × {format_count(float(d[0]))}"
         rows.append([_cell(g), f"{p['E']:.4g}", f"{p['A']:.4g}", f"{p['alpha']:.4f}", f"{p['B']:.4g}",

@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 
 from scaling.errors import ClipscaleError
-from scaling.fit.curve import band
+from scaling.fit.curve import LN10, band
 from scaling.fit.huber import Array
 
 PARSIMONY = 0.10  # a form with more parameters must cut the held-out ARE by this share to win,
 SIGNIFICANCE = 2.0  # and by this many standard errors of the runs' paired differences,
 NOISE = 1.5  # and only if the simpler form's ARE exceeds this many times the richer fit's scatter
-LN10 = float(np.log(10.0))
 
 Fitter = Callable[[Array, Array, Sequence[str]], Any]  # compute, error, runs → a law
 

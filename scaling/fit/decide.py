@@ -146,11 +146,11 @@ def decide(
     methods = []
     for name, way in (("single scale", single), ("laws", laws)):
         margin = way(full_a, full_b)
-        margins = np.array([m for m in (way(ia, ib) for ia, ib in draws) if m is not None])
         if margin is None:  # e.g. too few runs below the cut for a side's law
             nan = float("nan")
             methods.append(Method(name, None, nan, (nan, nan), nan, 0))
             continue
+        margins = np.array([m for m in (way(ia, ib) for ia, ib in draws) if m is not None])
         methods.append(Method(
             name, "a" if margin > 0 else "b", margin, percentile_interval(margins, level),
             float(np.mean(np.sign(margins) == winner)) if len(margins) else float("nan"), len(margins),

@@ -65,6 +65,13 @@ class Settings:
     def frontier(self) -> str:
         return frontier_for(self.form if self.form in FORMS else "auto", self.method)
 
+    def refitting(self, form: str) -> Settings:
+        """The settings that refit a law these settings gave, of ``form``: with form=auto, that
+        form by the Huber loss through auto's frontier, as auto fits the form it chose."""
+        if self.form != "auto":
+            return self
+        return replace(self, form=form, method=self.frontier, objective=self.objective or "huber")
+
 
 def lower_is_better(metric: str) -> bool:
     """A loss is fitted as it is; an accuracy or a recall as its error 1 − value."""
@@ -279,10 +286,7 @@ def fit_arrays(
         return law, None
     cut = settings.cut if settings.cut is not None else compute_cut(c)
     choice = choose_form(settings, c, e, ids, np.asarray(c >= cut, dtype=bool), f"compute ≥ {cut:.3g}", upper)
-    chosen = replace(
-        settings, form=choice.form, method=settings.frontier, objective=settings.objective or "huber"
-    )
-    law, _ = fit_arrays(chosen, c, e, ids, upper)
+    law, _ = fit_arrays(settings.refitting(choice.form), c, e, ids, upper)
     return law, choice
 
 
@@ -428,7 +432,7 @@ def decision_of(a: Fitted, b: Fitted) -> Decision | str:
                     tuple(r.id for r in f.runs))  # fmt: skip
 
     def fitter(form: str) -> Any:
-        quick = replace(a.settings, form=form, n_boot=0, cut=None)
+        quick = replace(a.settings.refitting(form), n_boot=0, cut=None)
         return lambda c, e, ids: fit_arrays(quick, c, e, ids, _upper(a.metric))[0]
 
     try:
@@ -654,10 +658,10 @@ def suggest_next(
     taken = {r["id"] for r in rows if r["status"] != "failed"}
     left = [c for c in candidates if c.id not in taken]
     at = resolve(engine, fitted, target)
-    fixed = replace(settings, form=fitted.law.name) if settings.form == "auto" else settings
+    same = settings.refitting(fitted.law.name)  # the law whose interval is narrowed, refitted alike
 
     def refit(c: Array, e: Array, ids: Sequence[str]) -> Any:
-        return fit_arrays(fixed, c, e, ids, _upper(metric))[0]
+        return fit_arrays(same, c, e, ids, _upper(metric))[0]
 
     c = np.array([r.compute for r in fitted.runs])
     return suggest(fitted.law, c, errors_of(metric, fitted.runs), [r.id for r in fitted.runs], left,

@@ -100,7 +100,8 @@ def suggest(
     width = interval[1] - interval[0]
     gains = []
     for cand in candidates:
-        expected = float(law.predict(cand.compute)[0])  # type: ignore[attr-defined]
+        # Where the law expects it: its central value (its interval is not needed here).
+        expected = float(10 ** law.log10_error(np.array([cand.compute]))[0])  # type: ignore[attr-defined]
         added = refit(np.append(compute, cand.compute), np.append(error, expected), [*ids, cand.id])
         lo, hi = added.predict(target_compute)[1]  # type: ignore[attr-defined]
         gains.append(Gain(cand, expected, hi - lo, width - (hi - lo), False))

@@ -136,12 +136,18 @@ class Surface:
             x.append(np.log(np.asarray(u, float)))
         return np.exp(self.form.predict(self.theta, np.array(x))[0])
 
+    @property
+    def has_optimum(self) -> bool:
+        """Both exponents positive: spending more on either N or D lowers E, so a budget
+        has a best split."""
+        return self.params["alpha"] > 0 and self.params["beta"] > 0
+
     def optimal(self, compute: Array) -> tuple[Array, Array]:
         """Compute-optimal N and D for budgets C = N·D (N in GMACs per sample, no repeats):
         N* = G·C^(β/(α+β)), D* = C/N*, G = (αA/(βB))^(1/(α+β))."""
         p = self.params
         a, b = p["alpha"], p["beta"]
-        if not (a > 0 and b > 0):
+        if not self.has_optimum:
             raise ClipscaleError("the surface has a zero exponent: no compute-optimal size")
         g = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
         n = g * np.asarray(compute, float) ** (b / (a + b))
