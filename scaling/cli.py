@@ -422,6 +422,7 @@ _FIT_KEYS = (
     "form",
     "delta",
     "cut",
+    "noise",
     "starts",
     "size",
     "budget",
@@ -464,6 +465,7 @@ def _settings(options: dict[str, str]) -> Any:
         method=method, bins=number("bins", int, default.bins), n_boot=number("boot", int, default.n_boot),
         level=number("level", float, default.level), seed=number("seed", int, default.seed), form=form,
         delta=number("delta", float, default.delta), cut=number("cut", float, None),
+        noise=number("noise", float, default.noise),
     )  # fmt: skip
 
 
@@ -527,7 +529,8 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
     ARGS: family=NAME (or sweep=NAME), run filters as for `scaling runs` ('data=[LAION-80M,LAION-2B]',
     model=..., samples_seen>=3B), dataset=imagenet1k metric=acc1 (without them: the family's
     headline metrics), frontier=binned|pareto|all (binned: the paper's 5-bin minimum), bins=5,
-    boot=1000 (bootstrap resamples), level=0.95, seed=0. Each fit is added to the fit history.
+    boot=1000 (bootstrap resamples), level=0.95, seed=0, noise=σ (bootstrap by seed noise: σ is how
+    much log10 error moves between seeds; default 0, runs resampled). Each fit is added to the fit history.
     """
     from scaling.fit import laws
     from scaling.store import connect, parse_filters

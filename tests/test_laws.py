@@ -114,6 +114,20 @@ def test_too_few_frontier_points_for_a_form_is_one_error() -> None:
         fit_form("broken", c, e, method="all")
 
 
+def test_a_curve_by_seed_noise_keeps_every_run_and_its_interval_scales_with_sigma() -> None:
+    """Runs exactly on a floor law: every resample fits (no draw lacks the points the form
+    needs), and the interval of α is four times as wide at four times the seed noise."""
+    c = np.geomspace(1e3, 1e6, 8)
+    e = 0.3 + 2 * c**-0.3
+    widths = []
+    for sigma in (0.002, 0.008):
+        law = fit_form("floor", c, e, method="all", n_boot=80, noise=sigma)
+        lo, hi = law.params_ci["alpha"]
+        assert law.noise == sigma and law.boot_valid == 80 and lo < -0.3 < hi
+        widths.append(hi - lo)
+    assert widths[1] / widths[0] == pytest.approx(4, rel=0.25)
+
+
 CHOICE_TRIALS = 10  # seeded data sets per form on which the form is chosen
 COVER_TRIALS = 15  # seeded data sets per form whose intervals are checked
 COVER_BOOT = 100  # resamples behind each interval
@@ -300,6 +314,9 @@ def test_surface_compute_optimal_and_best_catalogue_model(tmp_path: Path) -> Non
     }
     assert model == min(errors, key=lambda k: errors[k]) and error == pytest.approx(errors[model])
     assert samples == pytest.approx(budget / fitted.catalogue[model])
+    with pytest.raises(ClipscaleError, match="noise= is for the laws of one variable"):
+        laws.fit_surface_runs(engine, ["family=chinchilla", keep], "train", "loss",
+                              laws.Settings(n_boot=0, noise=0.01))  # fmt: skip
 
 
 # ---------------------------------------------------------------- imports by column mapping

@@ -40,6 +40,7 @@ class Curve:
     n_boot: int
     boot_valid: int
     seed: int
+    noise: float  # σ of the seed-noise bootstrap in log10 error (see powerlaw); 0: runs resampled
     objective: float  # summed Huber loss at the optimum
     delta: float
     converged: bool
@@ -111,6 +112,7 @@ def fit_curve(
     delta: float = DELTA,
     top: int | None = -1,
     upper: float | None = None,
+    noise: float = 0.0,
 ) -> Curve:
     """Fit ``form`` through the ``method`` frontier of the runs (compute > 0, error in
     (0, upper]: 1 for an error rate, None for a loss). ``top``: starting points optimised
@@ -138,7 +140,7 @@ def fit_curve(
     pred = problem.predict(sol.theta, problem.x)[0] / LN10
     residual = front.log_e - pred
     starts = np.vstack([sol.theta[None, :], sol.basins])
-    draws = _bootstrap(form, log_c, log_e, method, bins, ref, delta, starts, n_boot, seed)
+    draws = _bootstrap(form, log_c, log_e, method, bins, ref, delta, starts, n_boot, seed, noise)
     natural = [form.natural(t, ref) for t in draws]
     params = form.natural(sol.theta, ref)
     sensitivity = {}
@@ -156,9 +158,10 @@ def fit_curve(
         params_ci={k: percentile_interval(np.array([n[k] for n in natural]), level) for k in params},
         level=level, r2=1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0,
         rmse=float(np.sqrt(np.mean(residual**2))), n_runs=len(c), method=method, bins=bins,
-        frontier=points, n_boot=n_boot, boot_valid=len(draws), seed=seed, objective=sol.objective,
-        delta=delta, converged=sol.converged, reached=sol.reached, tried=sol.tried, grid=sol.grid,
-        sensitivity=sensitivity, theta=sol.theta, ref=ref, residuals=residual, draws=draws,
+        frontier=points, n_boot=n_boot, boot_valid=len(draws), seed=seed, noise=noise,
+        objective=sol.objective, delta=delta, converged=sol.converged, reached=sol.reached,
+        tried=sol.tried, grid=sol.grid, sensitivity=sensitivity, theta=sol.theta, ref=ref,
+        residuals=residual, draws=draws,
     )  # fmt: skip
 
 
@@ -169,15 +172,21 @@ def _problem(form: Form, log10_c: Array, log10_e: Array, ref: Array, delta: floa
 
 def _bootstrap(
     form: Form, log_c: Array, log_e: Array, method: str, bins: int, ref: Array, delta: float,
-    starts: Array, n_boot: int, seed: int,
+    starts: Array, n_boot: int, seed: int, noise: float = 0.0,
 ) -> Array:  # fmt: skip
-    """Refits on resampled runs from the optimum and from the other basins' best ends (see
-    huber.BASINS); the best of them is then polished to convergence."""
+    """Refits on resampled runs (or, ``noise`` > 0, on every run with seed noise added) from
+    the optimum and from the other basins' best ends (see huber.BASINS); the best of them is
+    then polished to convergence."""
     rng = np.random.default_rng(seed)
     n, need, out = len(log_c), form.min_points(), []
     for _ in range(n_boot):
-        idx = np.sort(rng.integers(0, n, n))  # the runs are sorted: a sorted draw stays sorted
-        front = frontier(log_c[idx], log_e[idx], method, bins)
+        if noise > 0:
+            noisy = log_e + rng.normal(0.0, noise, n)
+            idx = sort_runs(log_c, noisy)
+            front = frontier(log_c[idx], noisy[idx], method, bins)
+        else:
+            idx = np.sort(rng.integers(0, n, n))  # the runs are sorted: a sorted draw stays sorted
+            front = frontier(log_c[idx], log_e[idx], method, bins)
         if len(front.log_c) < need:
             continue
         problem = _problem(form, front.log_c, front.log_e, ref, delta)

@@ -33,7 +33,7 @@ def fit_form(
     form: str, compute: Sequence[float] | Array, error: Sequence[float] | Array,
     runs: Sequence[str] | None = None, *, method: str | None = None, bins: int = 5, n_boot: int = 1000,
     level: float = 0.95, seed: int = 0, delta: float = DELTA, upper: float | None = 1.0,
-    objective: str | None = None,
+    objective: str | None = None, noise: float = 0.0,
 ) -> Any:  # fmt: skip
     """A law of ``form`` through the runs' frontier: a powerlaw.Law (the power law by least
     squares, its default) or a curve.Curve (any form by the summed Huber loss)."""
@@ -45,8 +45,8 @@ def fit_form(
         raise ClipscaleError(f"the {form} law is fitted by the Huber loss only (objective=huber)")
     if form == "power" and objective == "ols":
         return fit_law(compute, error, runs, method=method, bins=bins, n_boot=n_boot, level=level,
-                       seed=seed, upper=upper)  # fmt: skip
+                       seed=seed, upper=upper, noise=noise)  # fmt: skip
     if form not in CURVES:
         raise ClipscaleError(f"unknown form {form!r} (valid: {', '.join(FORMS)}, surface, auto)")
     return fit_curve(CURVES[form], compute, error, runs, method=method, bins=bins, n_boot=n_boot,
-                     level=level, seed=seed, delta=delta, upper=upper)  # fmt: skip
+                     level=level, seed=seed, delta=delta, upper=upper, noise=noise)  # fmt: skip

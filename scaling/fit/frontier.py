@@ -107,22 +107,24 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
     """Least-squares sums (n, Σx, Σy, Σxx, Σxy) of each resample's frontier, shape (B, 5).
 
     ``counts[b, i]`` is how often resample ``b`` drew run ``i`` (runs sorted by sort_runs).
+    ``log_e`` is one error per run, or one row per resample (the seed-noise bootstrap's).
     """
+    rows_e = np.broadcast_to(log_e, counts.shape)
     if method == "all":
-        return _sums(counts.astype(np.float64), log_c[None, :], log_e[None, :])
+        return _sums(counts.astype(np.float64), log_c[None, :], rows_e)
     present = counts > 0
     if method in ("geometric", "hull"):  # no closed form over a batch: one frontier a resample
         rows = []
-        for row in present:
+        for row, y in zip(present, rows_e, strict=True):
             keep = np.flatnonzero(row)
-            f = frontier(log_c[keep], log_e[keep], method)
+            f = frontier(log_c[keep], y[keep], method)
             rows.append(_sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0])
         return np.array(rows).reshape(len(counts), 5)
     if method == "pareto":
-        y = np.where(present, log_e[None, :], np.inf)
+        y = np.where(present, rows_e, np.inf)
         running = np.minimum.accumulate(y, axis=1)
         before = np.concatenate([np.full((len(y), 1), np.inf), running[:, :-1]], axis=1)
-        return _sums((y < before).astype(np.float64), log_c[None, :], log_e[None, :])
+        return _sums((y < before).astype(np.float64), log_c[None, :], np.where(present, rows_e, 0.0))
     # Binned: per-row edges from the runs the resample drew, then each bin's minimum.
     lo = np.where(present, log_c[None, :], np.inf).min(axis=1)
     hi = np.where(present, log_c[None, :], -np.inf).max(axis=1)
@@ -133,7 +135,7 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
         inside = (
             present & (log_c[None, :] >= edges[:, i : i + 1]) & (log_c[None, :] < edges[:, i + 1 : i + 2])
         )
-        ys[:, i] = np.where(inside, log_e[None, :], np.inf).min(axis=1)
+        ys[:, i] = np.where(inside, rows_e, np.inf).min(axis=1)
         xs[:, i] = (edges[:, i] + edges[:, i + 1]) / 2
     filled = np.isfinite(ys)
     return _sums(filled.astype(np.float64), xs, np.where(filled, ys, 0.0))

@@ -54,10 +54,17 @@ class Settings:
     delta: float = DELTA
     cut: float | None = None  # where `auto` holds runs out (None: the top quarter of log compute)
     objective: str | None = None  # ols or huber (None: ols for power, huber for the rest and auto)
+    # σ of log10 error between runs that differ only in their seed: > 0 bootstraps by seed
+    # noise (every run kept, N(0, σ²) added) instead of resampling runs; see powerlaw.
+    noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.bins < 1 or self.n_boot < 0 or not 0 < self.level < 1 or not self.delta > 0:
             raise ClipscaleError("bins must be ≥ 1, boot ≥ 0, level in (0, 1) and delta > 0")
+        if not 0 <= self.noise < 1:
+            raise ClipscaleError(
+                f"noise={self.noise:g}: the seed noise is a standard deviation of log10 error, in [0, 1)"
+            )
         if self.cut is not None and not self.cut > 0:
             raise ClipscaleError(f"cut must be positive, got {self.cut:g}")
 
@@ -158,7 +165,7 @@ class Fitted:
             "level": law.level, "r2": law.r2, "rmse_log10": law.rmse, "n_runs": law.n_runs,
             "n_frontier": len(law.frontier), "n_skipped": len(self.skipped), "frontier_method": law.method,
             "frontier_requested": self.settings.method or law.method, "bins": law.bins, "n_boot": law.n_boot,
-            "boot_valid": law.boot_valid, "seed": law.seed, "sources": self.sources,
+            "boot_valid": law.boot_valid, "seed": law.seed, "noise": law.noise, "sources": self.sources,
             "checkpoints": self.checkpoints, "checkpoints_left_out": self.left_out,
             "frontier": [
                 {"compute": p.compute, "error": p.error, "run": p.run, "model": by_id[p.run].model,
@@ -282,7 +289,7 @@ def fit_arrays(
     if settings.form != "auto":
         law = fit_form(settings.form, c, e, ids, method=settings.frontier, bins=settings.bins,
                        n_boot=settings.n_boot, level=settings.level, seed=settings.seed, delta=settings.delta,
-                       upper=upper, objective=settings.objective)  # fmt: skip
+                       upper=upper, objective=settings.objective, noise=settings.noise)  # fmt: skip
         return law, None
     cut = settings.cut if settings.cut is not None else compute_cut(c)
     choice = choose_form(settings, c, e, ids, np.asarray(c >= cut, dtype=bool), f"compute ≥ {cut:.3g}", upper)
@@ -462,10 +469,10 @@ def _selection(f: Fitted) -> str:
 
 def record_fit(engine: Engine, fitted: Fitted, trigger: str = "fit") -> bool:
     """Add the fit to the history unless the last fit of the same selection had the same
-    inputs and settings; returns whether a row was added. The history keeps power laws (its
-    columns are α and β); other forms are reported, not recorded."""
+    inputs and settings; returns whether a row was added. The history keeps power laws by the
+    runs bootstrap (its columns are α and β, and no σ); other fits are reported, not recorded."""
     law = fitted.law
-    if not isinstance(law, Law):
+    if not isinstance(law, Law) or law.noise:
         return False
     row = {
         "family": fitted.family, "selection": _selection(fitted), "dataset": fitted.dataset,
@@ -848,6 +855,8 @@ def fit_surface_runs(
     seen; ``effective``: repeats of the data set count less."""
     if size not in ("gmacs", "params"):
         raise ClipscaleError(f"size={size!r}: use gmacs or params")
+    if settings.noise:
+        raise ClipscaleError("noise= is for the laws of one variable; the surface resamples runs")
     parsed = parse_filters(filters)
     family = family_of(parsed)
     runs, _, _ = load(engine, filters, dataset, metric, need_compute=False)
