@@ -174,8 +174,13 @@ _DB = click.option(
 
 
 @main.command(name="import")
-@click.argument("table", type=click.Path(dir_okay=False))
+@click.argument("table", type=click.Path())
 @click.option("--family", required=True, help="Name of the family the table's runs join (e.g. paper).")
+@click.option(
+    "--format", "kind", type=click.Choice(["paper", "columns", "openclip"]), default=None,
+    help="paper: the scaling-laws paper's zeroshot_results.csv (the default); columns: any CSV, "
+    "with --columns; openclip: open_clip's docs/openclip_results.csv, with model_profile.csv.",
+)  # fmt: skip
 @click.option(
     "--columns",
     default=None,
@@ -188,28 +193,56 @@ _DB = click.option(
     default=None,
     help="Derive samples seen from compute and params as C = k·N·D (6 for Chinchilla's FLOPs).",
 )
+@click.option(
+    "--profile", type=click.Path(dir_okay=False), default=None,
+    help="With --format openclip: open_clip's model_profile.csv (default: beside TABLE).",
+)  # fmt: skip
 @_DB
 @_one_line_errors
 def import_(
-    table: str, family: str, columns: str | None, flops_per_param: float | None, db: str | None
-) -> None:
-    """Import a published results table: the scaling-laws paper's zeroshot_results.csv format,
-    or any CSV with --columns. The file is checked whole before the store is opened."""
+    table: str, family: str, kind: str | None, columns: str | None, flops_per_param: float | None,
+    profile: str | None, db: str | None,
+) -> None:  # fmt: skip
+    """Import published results: the scaling-laws paper's zeroshot_results.csv, open_clip's
+    results table (--format openclip), or any CSV with --columns. The file is checked whole
+    before the store is opened: a bad row is named by its line, and nothing is written."""
     from pathlib import Path
 
-    from scaling.store.columns import parse_mapping, read_columns
-    from scaling.store.ingest import import_rows, read_table
-
+    kind = kind or ("columns" if columns is not None else "paper")
+    if (columns is not None) != (kind == "columns"):
+        raise ClipscaleError("--columns goes with --format columns (and it needs them)")
+    if profile is not None and kind != "openclip":
+        raise ClipscaleError("--profile goes with --format openclip")
     if flops_per_param is not None and not flops_per_param > 0:
         raise ClipscaleError(f"--flops-per-param must be positive, got {flops_per_param:g}")
-    if columns is None:
-        points, metrics = read_table(Path(table))
-    else:
-        points, metrics = read_columns(Path(table), parse_mapping(columns), family, flops_per_param)
+    points, metrics = _read_import(Path(table), kind, family, columns, flops_per_param, profile)
     from scaling.store import connect
+    from scaling.store.ingest import import_rows
 
     count = import_rows(connect(db), Path(table), family, points, metrics)
-    click.echo(f"{count} runs in family {family}")
+    unknown = sum(1 for p in points if p.samples_seen is None)
+    note = f" ({unknown} of unknown samples seen: left out of compute laws)" if unknown else ""
+    click.echo(f"{count} runs in family {family}{note}")
+
+
+def _read_import(
+    path: Any, kind: str, family: str, columns: str | None, flops_per_param: float | None, profile: str | None
+) -> tuple[list[Any], list[Any]]:
+    from pathlib import Path
+
+    if not path.is_file():
+        raise ClipscaleError(f"cannot read {path}: no such file")
+    if kind == "openclip":
+        from scaling.store.openclip import read_openclip
+
+        return read_openclip(path, Path(profile) if profile else None, family)
+    if kind == "columns":
+        from scaling.store.columns import parse_mapping, read_columns
+
+        return read_columns(path, parse_mapping(columns or ""), family, flops_per_param)
+    from scaling.store.ingest import read_table
+
+    return read_table(path)
 
 
 @main.command()
@@ -536,7 +569,7 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
     from scaling.store import connect, parse_filters
     from scaling.tables import print_fit_history, print_fits
 
-    filters, options = _split_args(args, _FIT_KEYS)
+    filters, options = _split_args(args, (*_FIT_KEYS, "group"))
     engine = connect(db)
     chosen = _metric(options, required=False)
     if history:
@@ -548,6 +581,9 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
     if settings.form in SURFACES:
         _fit_surface(engine, filters, chosen, settings, options, fmt)
         return
+    if "group" in options:
+        _fit_groups(engine, filters, chosen, settings, options["group"], fmt)
+        return
     fitted = [laws.fit(engine, filters, d, m, settings) for d, m in ([chosen] if chosen else
               laws.metrics_of(engine, filters))]  # fmt: skip
     if not fitted:
@@ -558,6 +594,32 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
         _echo_json(fitted[0].record() if chosen else [f.record() for f in fitted])
     else:
         print_fits(fitted)
+
+
+def _fit_groups(engine: Any, filters: list[str], chosen: tuple[str, str] | None, settings: Any, how: str,
+                fmt: str) -> None:  # fmt: skip
+    """One law per data source (group=source), data set (data) or all runs (all), for each
+    metric; a group that cannot be fitted is left out, and the table says why."""
+    from scaling.fit import laws
+    from scaling.tables import print_fits
+
+    groups = _groups(engine, filters, how)
+    results = [r for d, m in ([chosen] if chosen else laws.metrics_of(engine, filters))
+               for r in laws.fit_each(engine, filters, d, m, settings, groups)]  # fmt: skip
+    fitted = [(r.group, r.fitted) for r in results if r.fitted is not None]
+    if not fitted:
+        why = "; ".join(f"{r.group}: {r.reason}" for r in results[:3])
+        raise ClipscaleError(f"no group of {' '.join(filters)} has a law ({why})")
+    for _, f in fitted:
+        laws.record_fit(engine, f, "fit")
+    key = {"source": "source", "data": "data"}.get(how, "group")
+    if fmt == "json":
+        _echo_json([{key: group, **f.record()} for group, f in fitted])
+        return
+    print_fits([f for _, f in fitted], groups=[group for group, _ in fitted])
+    for r in results:
+        if r.fitted is None:
+            click.echo(f"no law for {r.group} ({r.dataset}/{r.metric}): {r.reason}")
 
 
 def _fit_surface(engine: Any, filters: list[str], chosen: tuple[str, str] | None, settings: Any,

@@ -152,7 +152,8 @@ def print_runs(frame: Any, console: Console | None = None, metric_columns: int =
         table.add_column(column, justify="left" if left else "right", no_wrap=column == "id")
     for row in frame.to_dict("records"):
         head = [str(row[c]) for c in ("id", "family", "model", "data")]
-        tail = [format_count(row["samples_seen"]), _number(row["compute_gmacs"]), str(row["status"])]
+        seen = "?" if row["samples_seen"] is None else format_count(row["samples_seen"])
+        tail = [seen, _number(row["compute_gmacs"]), str(row["status"])]
         why = [str(row["error"] or "")[:300]] if errors else []
         table.add_row(*head, *tail, *(_number(row[c]) for c in shown), *why)
     if len(metrics) > len(shown):
@@ -265,8 +266,9 @@ def print_audit(audited: Any, console: Console | None = None) -> None:
     console.print(table)
 
 
-def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
-    """One row per fitted law: the formula, α and β with intervals, fit quality, runs used."""
+def print_fits(fitted: Sequence[Any], console: Console | None = None, groups: Sequence[str] = ()) -> None:
+    """One row per fitted law: the formula, α and β with intervals, fit quality, runs used
+    (``groups``: the group each law was fitted on, named before its metric)."""
     console = console or _console()
     table = Table(title=f"laws of {fitted[0].family}" if fitted else "laws")
     from scaling.fit.powerlaw import Law
@@ -278,7 +280,7 @@ def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
     for name in (*heads, "R²", "runs", "frontier"):
         table.add_column(name, justify="left" if name in ("dataset/metric", "E = β·C^α", "law", "parameters")
                          else "right")  # fmt: skip
-    for f in fitted:
+    for i, f in enumerate(fitted):
         law = f.law
         cells = (
             (law.formula, _ci(law.alpha_ci[0], law.alpha_ci[1]), _ci(law.beta_ci[0], law.beta_ci[1], ".4g"))
@@ -286,7 +288,7 @@ def print_fits(fitted: Sequence[Any], console: Console | None = None) -> None:
             else (f"{law.name}: {law.formula}", _params(law))
         )  # fmt: skip
         table.add_row(
-            f"{f.dataset}/{f.metric}", *cells,
+            (f"{groups[i]}: " if groups else "") + f"{f.dataset}/{f.metric}", *cells,
             f"{law.r2:.3f}", f"{law.n_runs}" + (f" (+{len(f.skipped)} without)" if f.skipped else ""),
             f"{len(law.frontier)} ({law.method})",
         )  # fmt: skip

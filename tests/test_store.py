@@ -87,7 +87,7 @@ def test_migration_from_an_empty_database(url: str) -> None:
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         assert {"families", "points", "family_points", "attempts", "metrics", "alembic_version"} <= tables
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
     connect(url)  # a second open finds the schema current and changes nothing
     assert counts(url) == {"points": 0, "family_points": 0, "attempts": 0, "metrics": 0}
 

@@ -130,6 +130,7 @@ class Fitted:
     checkpoints: str = "final"  # which points of trajectories: final, all, only (see store.query)
     left_out: int = 0  # constant-LR checkpoints the selection left out
     choice: Any = None  # audit.Choice where the form was chosen by held-out error (form=auto)
+    excluded: tuple[tuple[str, str], ...] = ()  # (run, why) of runs whose compute is not known
 
     @property
     def points(self) -> str:
@@ -167,6 +168,8 @@ class Fitted:
             "frontier_requested": self.settings.method or law.method, "bins": law.bins, "n_boot": law.n_boot,
             "boot_valid": law.boot_valid, "seed": law.seed, "noise": law.noise, "sources": self.sources,
             "checkpoints": self.checkpoints, "checkpoints_left_out": self.left_out,
+            "n_excluded": len(self.excluded),
+            "excluded": [{"run": run, "reason": why} for run, why in self.excluded],
             "frontier": [
                 {"compute": p.compute, "error": p.error, "run": p.run, "model": by_id[p.run].model,
                  "data": by_id[p.run].data, "samples_seen": by_id[p.run].samples_seen,
@@ -224,9 +227,10 @@ def checkpoints_of(filters: Filters) -> str:
 
 def load(
     engine: Engine, filters: Sequence[str], dataset: str, metric: str, need_compute: bool = True
-) -> tuple[list[Run], list[str], int]:
-    """The family's succeeded runs with a value for dataset/metric, those without one, and
-    how many constant-LR checkpoints the selection left out."""
+) -> tuple[list[Run], list[str], int, list[tuple[str, str]]]:
+    """The family's succeeded runs with a value for dataset/metric, those without one, how
+    many constant-LR checkpoints the selection left out, and the runs left out because their
+    samples seen are not known (imported so), each with why."""
     parsed = parse_filters(filters)
     family = family_of(parsed)
     chosen = checkpoints_of(parsed)
@@ -244,18 +248,24 @@ def load(
             f"no run of family {family} has {dataset}/{metric}"
             + (f" (it has: {', '.join(have[:12])}{', …' if len(have) > 12 else ''})" if have else "")
         )
-    runs, skipped = [], []
+    runs, skipped, excluded = [], [], []
     for r in rows:
         value = values.get(r["id"])
         if value is None:
             skipped.append(r["id"])
+            continue
+        if r["samples_seen"] is None or (r["compute_gmacs"] is None and r["no_compute"]):
+            excluded.append((r["id"], r["no_compute"] or "its samples seen are not known"))
             continue
         if r["compute_gmacs"] is None and need_compute:
             raise ClipscaleError(f"run {r['id']}: its compute is not known (no GMACs per sample)")
         runs.append(Run(r["id"], r["model"], r["data"], int(r["samples_seen"]), r["gmacs_per_sample"],
                         float(r["compute_gmacs"] if r["compute_gmacs"] is not None else "nan"), float(value),
                         r["params"], r["data_size"]))  # fmt: skip
-    return runs, skipped, left_out
+    if not runs and excluded:
+        raise ClipscaleError(f"no run of family {family} with {dataset}/{metric} has a known compute "
+                             f"({len(excluded)} left out: {excluded[0][0]}: {excluded[0][1]})")  # fmt: skip
+    return runs, skipped, left_out, excluded
 
 
 def fit(
@@ -264,14 +274,14 @@ def fit(
     """Fit E = 1 - metric against compute on the frontier of the selected runs."""
     parsed = parse_filters(filters)
     family = family_of(parsed)
-    runs, skipped, left_out = load(engine, filters, dataset, metric)
+    runs, skipped, left_out, excluded = load(engine, filters, dataset, metric)
     c = np.array([r.compute for r in runs])
     try:
         law, choice = fit_arrays(settings, c, errors_of(metric, runs), [r.id for r in runs], _upper(metric))
     except ClipscaleError as err:
         raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
     return Fitted(family, tuple(filters), dataset, metric, settings, law, tuple(runs), tuple(skipped),
-                  checkpoints_of(parsed), left_out, choice)  # fmt: skip
+                  checkpoints_of(parsed), left_out, choice, tuple(excluded))  # fmt: skip
 
 
 def _upper(metric: str) -> float | None:
@@ -336,12 +346,13 @@ def metrics_of(engine: Engine, filters: Sequence[str], include_all: bool = False
     return headline if headline and not include_all else sorted(have)
 
 
-_SIZE = re.compile(r"^(?P<source>.+?)[-_]?(?P<size>\d+(?:\.\d+)?[kKmMbBtT])$")
+_SIZE = re.compile(r"^(?P<source>.+?)(?:[-_]?\d+(?:\.\d+)?[kKmMbBtT]|[-_](?:small|medium|large|xlarge))$")
 
 
 def source_of(data: str) -> str:
-    """The data source of a data set: names that differ only in a size suffix
-    (LAION-80M, LAION-400M, LAION-2B; toy-4k, toy-64k) are one source."""
+    """The data source of a data set: names that differ only in a size suffix (LAION-80M,
+    LAION-400M, LAION-2B; toy-4k, toy-64k) or a DataComp pool scale (DataComp-small …
+    DataComp-1B) are one source."""
     m = _SIZE.match(data)
     return m["source"] if m else data
 
@@ -697,14 +708,35 @@ def refit(
     out = []
     groups = groups_of(engine, filters)
     for dataset, metric in metrics_of(engine, [*filters, "status=succeeded"]):
-        for group, data in groups.items():
-            try:
-                f = fit(engine, _in_data(filters, data), dataset, metric, settings)
-            except ClipscaleError as e:
-                reason = str(e).removeprefix(f"{_law_name(family, dataset, metric)}: ")
-                out.append(Refit(group, dataset, metric, None, reason))
-                continue
-            out.append(Refit(group, dataset, metric, f, recorded=record_fit(engine, f, trigger)))
+        for r in fit_each(engine, filters, dataset, metric, settings, groups):
+            recorded = r.fitted is not None and record_fit(engine, r.fitted, trigger)
+            out.append(replace(r, recorded=recorded))
+    return out
+
+
+def fit_each(
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings,
+    groups: dict[str, list[str]] | None = None,
+) -> list[Refit]:  # fmt: skip
+    """One law per group of data sets (default: per data source); a group that cannot be
+    fitted (too few runs, none of known compute) says why instead."""
+    family = family_of(parse_filters(filters))
+    out = []
+    for group, data in (groups if groups is not None else groups_of(engine, filters)).items():
+        try:
+            f = fit(engine, _in_data(filters, data), dataset, metric, settings)
+        except ClipscaleError as e:
+            out.append(
+                Refit(
+                    group,
+                    dataset,
+                    metric,
+                    None,
+                    str(e).removeprefix(f"{_law_name(family, dataset, metric)}: "),
+                )
+            )
+            continue
+        out.append(Refit(group, dataset, metric, f))
     return out
 
 
@@ -786,7 +818,7 @@ def audit_runs(
     """Fit ``settings.form`` on the runs the split keeps and predict every run it holds out;
     ``auto`` chooses the form on the kept runs alone (their own top quarter held out)."""
     family = family_of(parse_filters(filters))
-    runs, _, _ = load(engine, filters, dataset, metric)
+    runs, *_ = load(engine, filters, dataset, metric)
     return audit_of(family, filters, dataset, metric, runs, settings, cut, holdout)
 
 
@@ -859,7 +891,7 @@ def fit_surface_runs(
         raise ClipscaleError("noise= is for the laws of one variable; the surface resamples runs")
     parsed = parse_filters(filters)
     family = family_of(parsed)
-    runs, _, _ = load(engine, filters, dataset, metric, need_compute=False)
+    runs, *_ = load(engine, filters, dataset, metric, need_compute=False)
     n = [(r.gmacs_per_sample if size == "gmacs" else r.params) for r in runs]
     missing = [r.id for r, v in zip(runs, n, strict=True) if not v]
     if missing:

@@ -37,7 +37,7 @@ class PointRow:
     id: str
     model: str
     data: str
-    samples_seen: int
+    samples_seen: int | None  # None: not published (then ``no_compute`` says so)
     gmacs_per_sample: float | None
     status: str
     source: str
@@ -47,17 +47,18 @@ class PointRow:
     compute: float | None = None  # in the family's own units, where not GMACs per sample × samples
     params: float | None = None
     data_size: int | None = None
+    no_compute: str | None = None  # why its compute is not known
 
     def values(self, now: datetime) -> dict[str, Any]:
         compute = self.compute
-        if compute is None and self.gmacs_per_sample is not None:
+        if compute is None and self.gmacs_per_sample is not None and self.samples_seen is not None:
             compute = self.gmacs_per_sample * self.samples_seen
         return {
             "id": self.id, "model": self.model, "data": self.data, "samples_seen": self.samples_seen,
             "gmacs_per_sample": self.gmacs_per_sample, "compute_gmacs": compute, "status": self.status,
             "source": self.source, "config": json.dumps(self.config, sort_keys=True), "updated_at": now,
             "samples_per_s": self.samples_per_s, "mfu": self.mfu, "params": self.params,
-            "data_size": self.data_size, **trajectory_columns(self.config),
+            "data_size": self.data_size, "no_compute": self.no_compute, **trajectory_columns(self.config),
         }  # fmt: skip
 
 
@@ -117,7 +118,7 @@ def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_stat
     now = _now()
     columns = ["model", "data", "samples_seen", "gmacs_per_sample", "compute_gmacs", "source", "config",
                "updated_at", "schedule", "trunk", "cooldown", "from_checkpoint", "params", "data_size",
-               *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
+               "no_compute", *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
     upsert(
         conn, Point, [p.values(now) for p in points], ["id"], columns if keep_status else [*columns, "status"]
     )

@@ -30,7 +30,7 @@ class Point(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     model: Mapped[str] = mapped_column(String(200), index=True)
     data: Mapped[str] = mapped_column(String(200), index=True)
-    samples_seen: Mapped[int] = mapped_column(BigInteger, index=True)
+    samples_seen: Mapped[int | None] = mapped_column(BigInteger, index=True)  # None: not known
     gmacs_per_sample: Mapped[float | None] = mapped_column(Float)
     compute_gmacs: Mapped[float | None] = mapped_column(Float, index=True)
     status: Mapped[str] = mapped_column(String(20), index=True)  # planned, succeeded, failed, ...
@@ -51,6 +51,9 @@ class Point(Base):
     # set (samples seen beyond it are repeats, worth less: scaling/fit/surface.py).
     params: Mapped[float | None] = mapped_column(Float)
     data_size: Mapped[int | None] = mapped_column(BigInteger)
+    # Why an imported run's compute is not known (its samples seen were not published): it is
+    # listed, and left out of compute laws with this reason.
+    no_compute: Mapped[str | None] = mapped_column(Text)
 
 
 class FamilyPoint(Base):

@@ -37,6 +37,7 @@ POINT_COLUMNS = (
     "from_checkpoint",
     "params",
     "data_size",
+    "no_compute",
 )
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
 _FILTER = re.compile(r"^(?P<key>[^<>=!]+?)(?P<op>>=|<=|>|<|=)(?P<value>.*)$")
