@@ -177,9 +177,10 @@ _DB = click.option(
 @click.argument("table", type=click.Path())
 @click.option("--family", required=True, help="Name of the family the table's runs join (e.g. paper).")
 @click.option(
-    "--format", "kind", type=click.Choice(["paper", "columns", "openclip"]), default=None,
+    "--format", "kind", type=click.Choice(["paper", "columns", "openclip", "clip_benchmark"]), default=None,
     help="paper: the scaling-laws paper's zeroshot_results.csv (the default); columns: any CSV, "
-    "with --columns; openclip: open_clip's docs/openclip_results.csv, with model_profile.csv.",
+    "with --columns; openclip: open_clip's docs/openclip_results.csv, with model_profile.csv; "
+    "clip_benchmark: a directory of CLIP_benchmark result JSON files.",
 )  # fmt: skip
 @click.option(
     "--columns",
@@ -195,7 +196,8 @@ _DB = click.option(
 )
 @click.option(
     "--profile", type=click.Path(dir_okay=False), default=None,
-    help="With --format openclip: open_clip's model_profile.csv (default: beside TABLE).",
+    help="open_clip's model_profile.csv: GMACs per sample for --format openclip (default: beside "
+    "TABLE) and for the runs --format clip_benchmark adds.",
 )  # fmt: skip
 @_DB
 @_one_line_errors
@@ -204,15 +206,20 @@ def import_(
     profile: str | None, db: str | None,
 ) -> None:  # fmt: skip
     """Import published results: the scaling-laws paper's zeroshot_results.csv, open_clip's
-    results table (--format openclip), or any CSV with --columns. The file is checked whole
-    before the store is opened: a bad row is named by its line, and nothing is written."""
+    results table (--format openclip), CLIP_benchmark's result files (TABLE a directory,
+    --format clip_benchmark), or any CSV with --columns. The input is checked whole before the
+    store is opened: a bad row is named by its line, and nothing is written. Importing the
+    same input again changes nothing."""
     from pathlib import Path
 
     kind = kind or ("columns" if columns is not None else "paper")
     if (columns is not None) != (kind == "columns"):
         raise ClipscaleError("--columns goes with --format columns (and it needs them)")
-    if profile is not None and kind != "openclip":
-        raise ClipscaleError("--profile goes with --format openclip")
+    if profile is not None and kind not in ("openclip", "clip_benchmark"):
+        raise ClipscaleError("--profile goes with --format openclip or clip_benchmark")
+    if kind == "clip_benchmark":
+        _import_clip_benchmark(Path(table), family, Path(profile) if profile else None, db)
+        return
     if flops_per_param is not None and not flops_per_param > 0:
         raise ClipscaleError(f"--flops-per-param must be positive, got {flops_per_param:g}")
     points, metrics = _read_import(Path(table), kind, family, columns, flops_per_param, profile)
@@ -223,6 +230,26 @@ def import_(
     unknown = sum(1 for p in points if p.samples_seen is None)
     note = f" ({unknown} of unknown samples seen: left out of compute laws)" if unknown else ""
     click.echo(f"{count} runs in family {family}{note}")
+
+
+def _import_clip_benchmark(directory: Any, family: str, profile: Any, db: str | None) -> None:
+    from scaling.store import connect
+    from scaling.store.clip_benchmark import candidates, read_results, rows, run_of
+    from scaling.store.ingest import import_rows
+    from scaling.store.openclip import read_profile
+
+    results = read_results(directory)  # every file checked before the store is opened
+    if profile is not None:
+        read_profile(profile)
+    engine = connect(db)
+    from scaling.store.query import existing
+
+    known = existing(engine, [c for r in results for c in candidates(r)])
+    points, metrics = rows(results, known, profile)
+    members = sorted({run_of(r.model, r.pretrained, known) for r in results} & known)
+    import_rows(engine, directory, family, points, metrics, members=members)
+    click.echo(f"{len(results)} results of {len(points) + len(members)} runs in family {family} "
+               f"({len(points)} new, {len(members)} already in the store)")  # fmt: skip
 
 
 def _read_import(

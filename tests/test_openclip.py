@@ -112,6 +112,15 @@ def test_importing_the_table_again_changes_nothing(imported: Path, docs: Path) -
               imported)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert state() == before
+    # CLIP_benchmark's files of a published checkpoint meet its row (run model_tag).
+    result = {"dataset": "wds/imagenet1k", "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k",
+              "task": "zeroshot_classification", "metrics": {"acc5": 0.9}, "language": "en"}  # fmt: skip
+    (imported / "cb").mkdir()
+    (imported / "cb" / "imagenet1k.json").write_text(json.dumps(result))
+    out = cli(
+        ["import", str(imported / "cb"), "--format", "clip_benchmark", "--family", "openclip"], imported
+    )
+    assert out.returncode == 0 and "(0 new, 1 already in the store)" in out.stdout, out.stdout + out.stderr
 
 
 def _copy(docs: Path, tmp: Path, edit: tuple[int, str, str] | None) -> Path:

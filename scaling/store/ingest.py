@@ -327,13 +327,17 @@ def import_table(engine: Engine, path: Path, family: str, description: str = "")
 
 def import_rows(
     engine: Engine, path: Path, family: str, points: Sequence[PointRow], metrics: Sequence[dict[str, Any]],
-    description: str = "",
+    description: str = "", members: Sequence[str] = (),
 ) -> int:  # fmt: skip
-    """Write points and metrics read from a table as family ``family``, in one transaction."""
+    """Write points and metrics read from a table as family ``family``, in one transaction;
+    ``members``: points the store has already that join the family too."""
 
     def work(conn: Connection) -> None:
         _family(conn, family, "import", description or f"imported from {path.name}")
         _points(conn, family, points, keep_status=False)
+        upsert(
+            conn, FamilyPoint, [{"family": family, "point_id": p} for p in members], ["family", "point_id"]
+        )
         upsert(conn, Metric, metrics, ["point_id", "dataset", "metric"], ["value", "reason"])
 
     transaction(engine, work)

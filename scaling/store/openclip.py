@@ -152,7 +152,7 @@ def read_openclip(
         raise ClipscaleError(
             f"{profile}: no model profile (open_clip's docs/model_profile.csv): give --profile"
         )
-    flops, params = _profile(profile)
+    flops, params = read_profile(profile)
     rows = _rows(path, HEAD)
     points: list[PointRow] = []
     metrics: list[dict[str, Any]] = []
@@ -205,7 +205,8 @@ def _metrics(row: dict[str, str], point: str, where: str) -> list[dict[str, Any]
     return out
 
 
-def _profile(path: Path) -> tuple[dict[str, float], dict[str, float]]:
+def read_profile(path: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """open_clip's model_profile.csv: each model's forward GFLOPs per sample and parameters."""
     flops, params = {}, {}
     for line, row in enumerate(_rows(path, PROFILE_HEAD), start=2):
         where = f"{path}:{line}"

@@ -171,6 +171,20 @@ def fetch(
     return transaction(engine, work)
 
 
+def existing(engine: Engine, ids: Sequence[str]) -> set[str]:
+    """Those of ``ids`` that are points of the store."""
+    unique = sorted(set(ids))
+
+    def work(conn: sa.Connection) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(unique), 5000):
+            chunk = unique[i : i + 5000]
+            found.update(conn.execute(sa.select(Point.id).where(Point.id.in_(chunk))).scalars())
+        return found
+
+    return transaction(engine, work)
+
+
 def runs(url: str | None = None, *filters: str, engine: Engine | None = None) -> Any:
     """A pandas DataFrame: one row per point (and family), metric columns ``dataset/metric``.
 
