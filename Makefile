@@ -52,6 +52,8 @@ bench: setup
 	$(BIN)/python bench/fit_bench.py
 	# CUDA if present (ViT-B-32, ViT-L-14), else a toy model on the CPU
 	$(BIN)/python bench/gpu_train.py
+	# the linear probe on the CPU and, if present, on CUDA: the same metrics, each device's time
+	$(BIN)/python bench/probe_bench.py
 	# needs root: runs on the one-node dev Slurm (launchers/slurm-dev-cluster.sh)
 	$(BIN)/python bench/dispatch_bench.py
 	# the toy grid trained twice on this machine, separately and as branches (~20 min)

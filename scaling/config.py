@@ -26,7 +26,7 @@ CONFIG_PATH_ENV = "CLIPSCALE_CONFIG_PATH"
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16", "fp32")
 LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
 CLUSTER_KINDS = ("local", "slurm")
-EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe")
+EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "finetune")
 # How a samples-seen axis is trained: one run per point; one constant-LR trunk with a
 # cooldown branch per point; or the trunk's checkpoints as points (scaling/trajectory.py).
 SAMPLES_MODES = ("separate", "branches", "checkpoints")
@@ -128,6 +128,13 @@ class EvalSet:
     name: str
     task: str
     path: str
+    shots: tuple[int, ...] = ()  # linear_probe: k-shot probes beside the full one (scaling/probe.py)
+    seeds: int = 3  # draws of each k-shot probe, whose mean and spread are stored
+    # finetune (scaling/finetune.py): passes over the train split, the peak learning rate, and
+    # the sets of the same classes scored after it (a distribution shift each).
+    epochs: int = 1
+    lr: float = 1e-5
+    shifted: tuple[EvalSet, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -557,10 +564,13 @@ def _eval(raw: Any, where: str) -> EvalSpec:
     for entry in raw.get("sets") or ():
         if not isinstance(entry, dict) or "name" not in entry:
             raise ClipscaleError(f"{where}: each set needs a name and a task")
-        _check_keys(entry, {"name", "task", "path"}, where)
+        _check_keys(entry, {"name", "task", "path", "shots", "seeds", "epochs", "lr", "shifted"}, where)
         task = _choice("task", entry.get("task"), where, EVAL_TASKS)
         path = str(entry.get("path") or os.path.join(root, str(entry["name"])))
-        sets.append(EvalSet(str(entry["name"]), task, path))
+        named = f"{where}: {entry['name']}"
+        shots, seeds = _shots(entry, task, named)
+        epochs, lr, shifted = _tuning(entry, task, root, named)
+        sets.append(EvalSet(str(entry["name"]), task, path, shots, seeds, epochs, lr, shifted))
     robust = raw.get("robustness") or {}
     if not isinstance(robust, dict):
         raise ClipscaleError(f"{where}: robustness must be a mapping with name and sets")
@@ -576,6 +586,34 @@ def _eval(raw: Any, where: str) -> EvalSpec:
         robustness_name=str(robust["name"]) if robust.get("name") else None,
         robustness_sets=members,
     )
+
+
+def _shots(entry: dict[str, Any], task: str, where: str) -> tuple[tuple[int, ...], int]:
+    """A linear probe's k-shot sizes (each k ≥ 1, no repeats) and its draws of each."""
+    if task != "linear_probe" and ("shots" in entry or "seeds" in entry):
+        raise ClipscaleError(f"{where}: shots and seeds are for task linear_probe, not {task}")
+    shots = tuple(_int("shots", k, where, 1) for k in _as_tuple(entry.get("shots") or ()))
+    if len(set(shots)) != len(shots):
+        raise ClipscaleError(f"{where}: shots {list(shots)} repeat a k")
+    return tuple(sorted(shots)), _int("seeds", entry.get("seeds", 3), where, 1)
+
+
+def _tuning(
+    entry: dict[str, Any], task: str, root: str, where: str
+) -> tuple[int, float, tuple[EvalSet, ...]]:
+    """A fine-tuning's passes, peak learning rate and shifted sets (test splits of the same
+    classes under ``root``)."""
+    if task != "finetune":
+        given = sorted(k for k in ("epochs", "lr", "shifted") if k in entry)
+        if given:
+            raise ClipscaleError(f"{where}: {', '.join(given)} are for task finetune, not {task}")
+        return 1, 1e-5, ()
+    lr = _float("lr", entry.get("lr", 1e-5), where, 0.0, 1.0, False)
+    shifted = tuple(
+        EvalSet(str(n), "zeroshot_classification", os.path.join(root, str(n)))
+        for n in _as_tuple(entry.get("shifted") or ())
+    )
+    return _int("epochs", entry.get("epochs", 1), where, 1), lr, shifted
 
 
 def _rule(raw: Any, where: str) -> Rule:

@@ -3,10 +3,9 @@
 Zero-shot classification (acc1, acc5, mean_per_class_recall) and zero-shot retrieval
 (image/text_retrieval_recall@1/5/10) call CLIP_benchmark's own metric functions on
 data sets in its webdataset layout, so real ImageNet or MS-COCO exports work by path on a
-cluster exactly as the toy sets do here. CLIP_benchmark's linear probe needs CUDA; on a
-CPU the same recipe (L2-normalised frozen image features, a regularised multinomial
-logistic regression chosen on a held-out part of the train split) runs with scikit-learn.
-Metric names match CLIP_benchmark's output JSON (``lp_acc1`` and so on).
+cluster exactly as the toy sets do here. Linear probes, full and k-shot, are scaling/probe.py's
+on the image tower's features: one algorithm on CPU and GPU, named ``probe_*`` because it is
+not CLIP_benchmark's (CUDA-only) probe, whose imported results keep ``lp_*``.
 
 ``evaluate_run`` is a point's evaluation job: it reads the training record, evaluates the
 final checkpoint and writes the point's ``outcome.json``. It runs apart from training (on
@@ -15,7 +14,6 @@ one GPU, or one CPU task), so a failed evaluation is rerun alone.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,18 +29,18 @@ RECALL_K = (1, 5, 10)
 
 def check_eval_sets(spec: EvalSpec) -> None:
     """Fail before training if an evaluation set is missing or incomplete."""
-    for s in spec.sets:
+    for s in (*spec.sets, *(shift for t in spec.sets for shift in t.shifted)):
         root = Path(s.path)
         if "://" in s.path:
             continue  # remote sets are read by CLIP_benchmark itself
-        splits = ["test", "train"] if s.task == "linear_probe" else ["test"]
+        splits = ["test", "train"] if s.task in ("linear_probe", "finetune") else ["test"]
         for split in splits:
             if not (root / split / "nshards.txt").is_file():
                 raise ClipscaleError(f"evaluation set {s.name}: {root / split / 'nshards.txt'} not found")
         if s.task != "zeroshot_retrieval" and not _nonempty(root / "classnames.txt"):
             raise ClipscaleError(f"evaluation set {s.name}: no class names ({root / 'classnames.txt'})")
         templates = root / "zeroshot_classification_templates.txt"
-        if s.task == "zeroshot_classification" and not _nonempty(templates):
+        if s.task in ("zeroshot_classification", "finetune") and not _nonempty(templates):
             raise ClipscaleError(f"evaluation set {s.name}: no zero-shot templates ({templates})")
 
 
@@ -79,7 +77,7 @@ def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
         with train.console(directory, quiet):  # open_clip logs with the root logger
             metrics = evaluate(
                 point.model, directory / trained.checkpoint, spec.evals, device, t.image_size,
-                t.context_length, directory / "features", workers=t.workers,
+                t.context_length, workers=t.workers,
             )  # fmt: skip
     except ClipscaleError:
         raise
@@ -104,7 +102,6 @@ def evaluate(
     device: str,
     image_size: int | None = None,
     context_length: int | None = None,
-    feature_dir: Path | None = None,
     workers: int = 0,
 ) -> dict[str, dict[str, float | None]]:
     """Metrics per evaluation set (plus the robustness average) for one checkpoint."""
@@ -121,7 +118,16 @@ def evaluate(
     tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
     results: dict[str, dict[str, float | None]] = {}
     for s in spec.sets:
-        metrics = _run(s, model, preprocess, tokenizer, spec.batch_size, device, feature_dir, workers)
+        if s.task == "finetune":  # a copy of the model is tuned: the other sets see it untouched
+            from scaling.finetune import finetune
+
+            def loader(e: EvalSet, split: str) -> Any:
+                return _loader(e, split, preprocess, spec.batch_size, workers)
+
+            for name, metrics in finetune(s, list(s.shifted), model, tokenizer, loader, device).items():
+                results.setdefault(name, {}).update(metrics)
+            continue
+        metrics = _run(s, model, preprocess, tokenizer, spec.batch_size, device, workers)
         results.setdefault(s.name, {}).update(metrics)
     if spec.robustness_name and spec.robustness_sets:
         accs = [results[name]["acc1"] or 0.0 for name in spec.robustness_sets]
@@ -158,7 +164,6 @@ def _run(
     tokenizer: Any,
     batch_size: int,
     device: str,
-    feature_dir: Path | None,
     workers: int = 0,
 ) -> dict[str, float]:
     from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
@@ -178,24 +183,19 @@ def _run(
             model, loader, tokenizer, device, amp=amp, recall_k_list=list(RECALL_K)
         )
         return {k: float(v) for k, v in out.items()}
-    return _linear_probe(s, model, preprocess, batch_size, device, feature_dir, workers)
+    return _linear_probe(s, model, preprocess, batch_size, device, workers)
 
 
 def _linear_probe(
-    s: EvalSet, model: Any, preprocess: Any, batch_size: int, device: str, feature_dir: Path | None,
-    workers: int,
-) -> dict[str, float]:  # fmt: skip
+    s: EvalSet, model: Any, preprocess: Any, batch_size: int, device: str, workers: int
+) -> dict[str, float]:
+    from scaling import probe
+
     _, train = _loader(s, "train", preprocess, batch_size, workers)
     _, test = _loader(s, "test", preprocess, batch_size, workers)
-    if device.startswith("cuda"):
-        from clip_benchmark.metrics import linear_probe
-
-        out = linear_probe.evaluate(
-            model, train, test, fewshot_k=-1, batch_size=batch_size, num_workers=workers, lr=0.1, epochs=10,
-            model_id=s.name, seed=0, feature_root=str(feature_dir or Path("features")), device="cuda",
-        )  # fmt: skip
-        return {k: float(v) for k, v in out.items() if k.startswith("lp_")}
-    return _sklearn_probe(*_features(model, train, device), *_features(model, test, device))
+    return probe.evaluate(
+        _features(model, train, device), _features(model, test, device), s.shots, s.seeds, device
+    )
 
 
 def _features(model: Any, loader: Any, device: str) -> tuple[Any, Any]:
@@ -209,29 +209,3 @@ def _features(model: Any, loader: Any, device: str) -> tuple[Any, Any]:
             features.append(F.normalize(model.encode_image(images.to(device)), dim=-1).cpu().numpy())
             targets.append(np.asarray(labels))
     return np.concatenate(features), np.concatenate(targets)
-
-
-def _sklearn_probe(x_train: Any, y_train: Any, x_test: Any, y_test: Any) -> dict[str, float]:
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
-
-    # Pick the regularisation on the last fifth of the train split, then refit on all of it.
-    cut = len(x_train) * 4 // 5
-    best_c, best = 1.0, -1.0
-    for c in (0.1, 1.0, 10.0, 100.0):
-        fit = LogisticRegression(C=c, max_iter=2000).fit(x_train[:cut], y_train[:cut])
-        score = fit.score(x_train[cut:], y_train[cut:])
-        if score > best:
-            best_c, best = c, score
-    clf = LogisticRegression(C=best_c, max_iter=2000).fit(x_train, y_train)
-    scores = clf.decision_function(x_test)
-    top = np.argsort(-scores, axis=1)
-    classes = clf.classes_
-    hit = classes[top] == y_test[:, None]
-    k5 = min(5, hit.shape[1])
-    return {
-        "lp_acc1": float(hit[:, 0].mean()),
-        "lp_acc5": float(hit[:, :k5].any(axis=1).mean()) if len(classes) >= 5 else math.nan,
-        "lp_mean_per_class_recall": float(balanced_accuracy_score(y_test, classes[top[:, 0]])),
-    }

@@ -132,3 +132,51 @@ def dispatch_sweep(
         DISPATCH_SWEEP.format(cluster=cluster, name=name, root=world, runs=tmp / "runs", samples=samples)
     )
     return path
+
+
+# The toy grid several modules share (tests/test_suggest.py, tests/test_evaluations.py): toy-s
+# on toy-16k (seen at most 2.5 times) at 10k, 14k and 20k samples, evaluated zero-shot, by
+# full and k-shot linear probes and by fine-tuning; two points at a time, one core each.
+# Batch 64 at lr 2e-3 leaves chance by 10k samples.
+TOY_GRID = """\
+defaults:
+  - gpu: cpu
+  - cluster: local
+  - _self_
+name: next
+data_root: {root}
+runs_root: {runs}
+eval:
+  root: {root}/toy/eval
+  sets:
+    - {{name: toy_shapes, task: zeroshot_classification}}
+    - {{name: toy_shapes, task: linear_probe, shots: [1, 10], seeds: 3}}
+    - {{name: toy_shapes, task: finetune, epochs: 1, lr: 1.0e-3, shifted: [toy_shapes_shifted]}}
+model: [toy-s]
+data: [toy-16k]
+samples_seen: [10k, 14k, 20k]
+clusters:
+  local: {{parallelism: 2}}
+train: {{lr: 2.0e-3, warmup: 10, batch_size: 64, gpus: 1, workers: 1, precision: fp32, seed: 0}}
+"""
+
+
+@pytest.fixture(scope="session")
+def toy_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TOY_GRID's three points trained, evaluated and ingested (sweep ``next.yaml`` and
+    ``results.db`` in the returned directory). tests/test_suggest.py runs a fourth."""
+    from scaling import toyworld
+    from scaling.dispatch import launch
+    from scaling.plan import plan
+    from scaling.store import connect
+
+    tmp = tmp_path_factory.mktemp("next")
+    world = tmp / "world"
+    toyworld.write_world(world, {"toy-16k": 16000})
+    (tmp / "next.yaml").write_text(TOY_GRID.format(root=world, runs=tmp / "runs"))
+    p = plan(str(tmp / "next.yaml"))
+    engine = connect(f"sqlite:///{tmp / 'results.db'}")
+    launch(p, engine)
+    assert wait_done(p, engine, timeout_s=900).counts == {"succeeded": 3}
+    engine.dispose()
+    return tmp

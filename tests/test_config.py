@@ -89,6 +89,35 @@ def test_bad_input_names_the_problem(overrides: list[str], message: str) -> None
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            "{name: toy_shapes, task: zeroshot_classification, shots: [1]}",
+            "shots and seeds are for task linear_probe",
+        ),
+        ("{name: toy_shapes, task: linear_probe, shots: [10, 1, 10]}", r"shots \[10, 1, 10\] repeat a k"),
+        ("{name: toy_shapes, task: linear_probe, shots: [0]}", "shots must be at least 1"),
+        ("{name: toy_shapes, task: linear_probe, shots: [5], seeds: 0}", "seeds must be at least 1"),
+        ("{name: toy_shapes, task: linear_probe, epochs: 2, lr: 0.1}", "epochs, lr are for task finetune"),
+        ("{name: toy_shapes, task: finetune, lr: 2}", r"lr must lie in \(0.0, 1.0\)"),
+        ("{name: toy_shapes, task: finetune, epochs: 0}", "epochs must be at least 1"),
+    ],
+)
+def test_bad_probes_and_fine_tunings_name_the_problem(entry: str, message: str) -> None:
+    with pytest.raises(ClipscaleError, match=message) as info:
+        load_sweep("toy", [f"eval.sets=[{entry}]"])
+    assert "\n" not in str(info.value) and "toy_shapes" in str(info.value)
+
+
+def test_a_few_shot_probe_reads_its_shots_and_seeds() -> None:
+    sets = "[{name: toy_shapes, task: linear_probe, shots: [10, 1], seeds: 5}, " \
+           "{name: toy_shapes_shifted, task: zeroshot_classification}]"  # fmt: skip
+    probe, shifted = load_sweep("toy", [f"eval.sets={sets}"]).eval.sets
+    assert (probe.task, probe.shots, probe.seeds) == ("linear_probe", (1, 10), 5)
+    assert (shifted.shots, shifted.seeds) == ((), 3)
+
+
 def test_unknown_sweep_lists_the_valid_ones() -> None:
     with pytest.raises(ClipscaleError, match=r"unknown sweep 'nope' \(valid: clipa, paper, toy\)"):
         load_sweep("nope")

@@ -21,34 +21,12 @@ import pytest
 from conftest import wait_done
 from test_fit import cli
 
-from scaling import toyworld
 from scaling.dispatch import launch
 from scaling.plan import plan
 from scaling.store import connect
 
 pytestmark = pytest.mark.torch
 
-# toy-s on toy-16k (seen at most 2.5 times), evaluated on the zero-shot set alone; two points
-# at a time, one core each. Batch 64 at lr 2e-3 leaves chance by 10k samples.
-SWEEP = """\
-defaults:
-  - gpu: cpu
-  - cluster: local
-  - _self_
-name: next
-data_root: {root}
-runs_root: {runs}
-eval:
-  root: {root}/toy/eval
-  sets:
-    - {{name: toy_shapes, task: zeroshot_classification}}
-model: [toy-s]
-data: [toy-16k]
-samples_seen: [10k, 14k, 20k]
-clusters:
-  local: {{parallelism: 2}}
-train: {{lr: 2.0e-3, warmup: 10, batch_size: 64, gpus: 1, workers: 1, precision: fp32, seed: 0}}
-"""
 # One model's samples-seen axis: every run is a point of the law.
 LAW = ["sweep=next", "dataset=toy_shapes", "metric=acc1", "frontier=all", "boot=500", "noise=0.01"]
 TARGET = "target=toy-s@320k"  # 16× the largest run: the law extrapolates four doublings
@@ -56,19 +34,9 @@ CANDIDATES = ["--override", "samples_seen=[10k,14k,20k,28k,40k]"]
 BUDGET = "budget=0.02"  # core-hours: either candidate (0.010, 0.015), not both
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The three smallest points trained, evaluated and ingested: the law to improve on."""
-    tmp = tmp_path_factory.mktemp("next")
-    world = tmp / "world"
-    toyworld.write_world(world, {"toy-16k": 16000})
-    (tmp / "next.yaml").write_text(SWEEP.format(root=world, runs=tmp / "runs"))
-    p = plan(str(tmp / "next.yaml"))
-    engine = connect(f"sqlite:///{tmp / 'results.db'}")
-    launch(p, engine)
-    assert wait_done(p, engine, timeout_s=600).counts == {"succeeded": 3}
-    engine.dispose()
-    return tmp
+@pytest.fixture
+def grid(toy_grid: Path) -> Path:
+    return toy_grid
 
 
 def width_at_target(tmp: Path) -> float:

@@ -32,7 +32,7 @@ eval:
   root: {root}/toy/eval
   sets:
     - {{name: toy_shapes, task: zeroshot_classification}}
-    - {{name: toy_shapes, task: linear_probe}}
+    - {{name: toy_shapes, task: linear_probe, shots: [1, 10], seeds: 3}}
     - {{name: toy_shapes_shifted, task: zeroshot_classification}}
     - {{name: toy_captions, task: zeroshot_retrieval}}
   robustness: {{name: toy_robustness, sets: [toy_shapes_shifted]}}
@@ -83,9 +83,10 @@ def test_tiny_point_trains_and_is_evaluated(trained) -> None:  # type: ignore[no
             "acc1",
             "acc5",
             "mean_per_class_recall",
-            "lp_acc1",
-            "lp_acc5",
-            "lp_mean_per_class_recall",
+            "probe_acc1",
+            "probe_acc5",
+            "probe_mean_per_class_recall",
+            *(f"probe_acc1_{k}shot{std}" for k in (1, 10) for std in ("", "_std")),
         },
         "toy_shapes_shifted": {"acc1", "acc5", "mean_per_class_recall"},
         "toy_captions": {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)},
@@ -95,6 +96,7 @@ def test_tiny_point_trains_and_is_evaluated(trained) -> None:  # type: ignore[no
     for metrics in outcome.metrics.values():
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert outcome.metrics["toy_robustness"]["acc1"] == outcome.metrics["toy_shapes_shifted"]["acc1"]
+    # That the k-shot probes rise with k needs features worth probing: tests/test_suggest.py.
     # The progress callback saw the trainer reach the end of the last epoch.
     assert updates[-1] == (1, 256, 256)
 

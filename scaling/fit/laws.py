@@ -38,7 +38,13 @@ HEADLINE = (
     ("mscoco_captions", "image_retrieval_recall@5"),
     ("flickr30k", "image_retrieval_recall@5"),
 )
-PRIMARY = ("acc1", "lp_acc1", "image_retrieval_recall@5")
+PRIMARY = ("acc1", "lp_acc1", "probe_acc1", "finetune_acc1", "image_retrieval_recall@5")
+_SHOTS = re.compile(r"^probe_acc1_\d+shot$")  # a k-shot probe's mean top-1 (scaling/probe.py)
+
+
+def is_primary(metric: str) -> bool:
+    """A metric a family is fitted on by default: each set's main one, and each k-shot probe."""
+    return metric in PRIMARY or bool(_SHOTS.match(metric))
 
 
 @dataclass(frozen=True)
@@ -243,7 +249,7 @@ def load(
         raise ClipscaleError(f"no succeeded run of family {family} matches {' '.join(filters)}")
     values = {pid: v for pid, d, m, v in metrics if d == dataset and m == metric}
     if not any(values.get(r["id"]) is not None for r in rows):
-        have = sorted({f"{d}/{m}" for _, d, m, _ in metrics if m in PRIMARY})
+        have = sorted({f"{d}/{m}" for _, d, m, _ in metrics if is_primary(m)})
         raise ClipscaleError(
             f"no run of family {family} has {dataset}/{metric}"
             + (f" (it has: {', '.join(have[:12])}{', …' if len(have) > 12 else ''})" if have else "")
@@ -341,7 +347,7 @@ def _in_data(filters: Sequence[str], data: Sequence[str]) -> list[str]:
 def metrics_of(engine: Engine, filters: Sequence[str], include_all: bool = False) -> list[tuple[str, str]]:
     """The (dataset, metric) pairs a family is fitted on by default."""
     _, metrics = fetch(engine, parse_filters(filters))
-    have = {(d, m) for _, d, m, v in metrics if v is not None and m in PRIMARY}
+    have = {(d, m) for _, d, m, v in metrics if v is not None and is_primary(m)}
     headline = [p for p in HEADLINE if p in have]
     return headline if headline and not include_all else sorted(have)
 
