@@ -262,7 +262,7 @@ def _read_import(
     if kind == "openclip":
         from scaling.store.openclip import read_openclip
 
-        return read_openclip(path, Path(profile) if profile else None, family)
+        return read_openclip(path, Path(profile) if profile else None)
     if kind == "columns":
         from scaling.store.columns import parse_mapping, read_columns
 

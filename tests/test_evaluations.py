@@ -76,9 +76,11 @@ def test_the_head_starts_as_the_zero_shot_classifier_and_the_model_is_left_untou
 def test_the_report_fits_few_shot_and_fine_tuned_laws_beside_zero_shot(
     toy_grid: Path, tmp_path: Path
 ) -> None:
-    out = cli(["report", "sweep=next", "frontier=all", "boot=200", f"out={tmp_path / 'report'}"], toy_grid)
+    out = cli(["report", "sweep=next", "frontier=all", "boot=200", "noise=0.01", f"out={tmp_path / 'report'}"],
+              toy_grid)  # fmt: skip
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "report" / "report.md").read_text()
+    assert "a bootstrap with seed noise σ = 0.01 in log10 error added to every run" in text
     shapes = ("acc1", "probe_acc1", "probe_acc1_1shot", "probe_acc1_10shot", "finetune_acc1")
     for metric in (*(f"toy_shapes / {m}" for m in shapes), "toy_shapes_shifted / finetune_acc1"):
         assert f"## {metric}" in text, (

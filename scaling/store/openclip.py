@@ -143,9 +143,7 @@ def parse_tag(tag: str) -> Tag:
     return Tag(data, None, f"samples seen not known: the tag {tag!r} does not say")
 
 
-def read_openclip(
-    path: Path, profile: Path | None, family: str
-) -> tuple[list[PointRow], list[dict[str, Any]]]:
+def read_openclip(path: Path, profile: Path | None) -> tuple[list[PointRow], list[dict[str, Any]]]:
     """Points and metric rows of open_clip's results table, every row checked."""
     profile = profile or path.with_name("model_profile.csv")
     if not profile.is_file():
