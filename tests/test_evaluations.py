@@ -76,8 +76,8 @@ def test_the_head_starts_as_the_zero_shot_classifier_and_the_model_is_left_untou
 def test_the_report_fits_few_shot_and_fine_tuned_laws_beside_zero_shot(
     toy_grid: Path, tmp_path: Path
 ) -> None:
-    out = cli(["report", "sweep=next", "frontier=all", "boot=200", "noise=0.01", f"out={tmp_path / 'report'}"],
-              toy_grid)  # fmt: skip
+    law = ["sweep=next", "frontier=all", "boot=200", "noise=0.01"]
+    out = cli(["report", *law, f"out={tmp_path / 'report'}"], toy_grid)
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "a bootstrap with seed noise σ = 0.01 in log10 error added to every run" in text
