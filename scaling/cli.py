@@ -234,19 +234,17 @@ def import_(
 
 def _import_clip_benchmark(directory: Any, family: str, profile: Any, db: str | None) -> None:
     from scaling.store import connect
-    from scaling.store.clip_benchmark import candidates, read_results, rows, run_of
+    from scaling.store.clip_benchmark import candidates, read_results, rows
     from scaling.store.ingest import import_rows
     from scaling.store.openclip import read_profile
 
     results = read_results(directory)  # every file checked before the store is opened
-    if profile is not None:
-        read_profile(profile)
+    flops = read_profile(profile)[0] if profile is not None else {}
     engine = connect(db)
     from scaling.store.query import existing
 
     known = existing(engine, [c for r in results for c in candidates(r)])
-    points, metrics = rows(results, known, profile)
-    members = sorted({run_of(r.model, r.pretrained, known) for r in results} & known)
+    points, metrics, members = rows(results, known, flops)
     import_rows(engine, directory, family, points, metrics, members=members)
     click.echo(f"{len(results)} results of {len(points) + len(members)} runs in family {family} "
                f"({len(points)} new, {len(members)} already in the store)")  # fmt: skip

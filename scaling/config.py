@@ -595,7 +595,7 @@ def _shots(entry: dict[str, Any], task: str, where: str) -> tuple[tuple[int, ...
     shots = tuple(_int("shots", k, where, 1) for k in _as_tuple(entry.get("shots") or ()))
     if len(set(shots)) != len(shots):
         raise ClipscaleError(f"{where}: shots {list(shots)} repeat a k")
-    return tuple(sorted(shots)), _int("seeds", entry.get("seeds", 3), where, 1)
+    return tuple(sorted(shots)), _int("seeds", entry.get("seeds", EvalSet.seeds), where, 1)
 
 
 def _tuning(
@@ -607,13 +607,13 @@ def _tuning(
         given = sorted(k for k in ("epochs", "lr", "shifted") if k in entry)
         if given:
             raise ClipscaleError(f"{where}: {', '.join(given)} are for task finetune, not {task}")
-        return 1, 1e-5, ()
-    lr = _float("lr", entry.get("lr", 1e-5), where, 0.0, 1.0, False)
+        return EvalSet.epochs, EvalSet.lr, ()
+    lr = _float("lr", entry.get("lr", EvalSet.lr), where, 0.0, 1.0, False)
     shifted = tuple(
         EvalSet(str(n), "zeroshot_classification", os.path.join(root, str(n)))
         for n in _as_tuple(entry.get("shifted") or ())
     )
-    return _int("epochs", entry.get("epochs", 1), where, 1), lr, shifted
+    return _int("epochs", entry.get("epochs", EvalSet.epochs), where, 1), lr, shifted
 
 
 def _rule(raw: Any, where: str) -> Rule:

@@ -39,7 +39,8 @@ class Probe:
 
 
 def fit(x: Any, y: Any, penalty: float, n_classes: int) -> Probe:
-    """Minimise mean cross-entropy + penalty·‖W‖² by L-BFGS to convergence (x: torch, float64)."""
+    """Minimise mean cross-entropy + penalty·‖W‖² by L-BFGS (at most MAX_ITER iterations;
+    x: torch, float64)."""
     import torch
 
     w = torch.zeros((x.shape[1], n_classes), dtype=x.dtype, device=x.device, requires_grad=True)
@@ -97,19 +98,16 @@ def evaluate(
     n, k_classes = len(y), len(labels)
     # A seeded shuffle first: a split stored class by class would hold out whole classes.
     order = np.random.default_rng(0).permutation(n)
-    held = n // HELD_OUT
-    fit_idx, held_idx = (
-        torch.as_tensor(order[held:], device=device),
-        torch.as_tensor(order[:held], device=device),
-    )
-    penalty, _ = _choose(x, y, fit_idx, held_idx, k_classes)
+    held, rest = order[: n // HELD_OUT], order[n // HELD_OUT :]
+    held_idx = torch.as_tensor(held, device=device)
+    penalty, _ = _choose(x, y, torch.as_tensor(rest, device=device), held_idx, k_classes)
     full = fit(x, y, penalty, k_classes)
     out = _scores(full, xt, yt, k_classes)
-    pool = np.asarray(y.cpu())[order[held:]]
+    pool = np.asarray(y.cpu())[rest]
     for k in shots:
         accs = []
         for seed in range(seeds):
-            chosen = order[held:][_draw(pool, k, seed)]
+            chosen = rest[_draw(pool, k, seed)]
             _, probe = _choose(x, y, torch.as_tensor(chosen, device=device), held_idx, k_classes)
             accs.append(_accuracy(probe, xt, yt))
         out[f"probe_acc1_{k}shot"] = float(np.mean(accs))

@@ -124,7 +124,7 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
         y = np.where(present, rows_e, np.inf)
         running = np.minimum.accumulate(y, axis=1)
         before = np.concatenate([np.full((len(y), 1), np.inf), running[:, :-1]], axis=1)
-        return _sums((y < before).astype(np.float64), log_c[None, :], np.where(present, rows_e, 0.0))
+        return _sums((y < before).astype(np.float64), log_c[None, :], rows_e)
     # Binned: per-row edges from the runs the resample drew, then each bin's minimum.
     lo = np.where(present, log_c[None, :], np.inf).min(axis=1)
     hi = np.where(present, log_c[None, :], -np.inf).max(axis=1)

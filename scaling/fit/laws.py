@@ -732,15 +732,8 @@ def fit_each(
         try:
             f = fit(engine, _in_data(filters, data), dataset, metric, settings)
         except ClipscaleError as e:
-            out.append(
-                Refit(
-                    group,
-                    dataset,
-                    metric,
-                    None,
-                    str(e).removeprefix(f"{_law_name(family, dataset, metric)}: "),
-                )
-            )
+            reason = str(e).removeprefix(f"{_law_name(family, dataset, metric)}: ")
+            out.append(Refit(group, dataset, metric, None, reason))
             continue
         out.append(Refit(group, dataset, metric, f))
     return out

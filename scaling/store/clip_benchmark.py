@@ -24,7 +24,7 @@ from typing import Any
 
 from scaling.errors import ClipscaleError
 from scaling.store.ingest import PointRow, _metric
-from scaling.store.openclip import AGGREGATE, FLOPS_PER_MAC, SETS, parse_tag, read_profile
+from scaling.store.openclip import AGGREGATE, FLOPS_PER_MAC, SETS, parse_tag
 
 KEYS = ("dataset", "model", "pretrained", "task", "metrics")
 SETTINGS = {"weight_decay", "epochs", "seed", "fewshot_k", "normalized"}  # a linear probe's, not metrics
@@ -95,34 +95,40 @@ def run_of(model: str, pretrained: str, known: set[str]) -> str:
     path = Path(pretrained)
     if path.suffix == ".pt" and path.parent.name == "checkpoints" and path.parent.parent.name in known:
         return path.parent.parent.name
-    return f"{model}_{path.stem if path.suffix == '.pt' else pretrained}"
+    return f"{model}_{_tag(pretrained)}"
+
+
+def _tag(pretrained: str) -> str:
+    """A published checkpoint's tag, or a checkpoint file's name without ``.pt``."""
+    path = Path(pretrained)
+    return path.stem if path.suffix == ".pt" else pretrained
 
 
 def rows(
-    results: list[Result], known: set[str], profile: Path | None
-) -> tuple[list[PointRow], list[dict[str, Any]]]:
-    """New points (runs the store lacks) and every metric row, DataComp's average included."""
-    flops = read_profile(profile)[0] if profile is not None else {}
+    results: list[Result], known: set[str], flops: dict[str, float]
+) -> tuple[list[PointRow], list[dict[str, Any]], list[str]]:
+    """New points (runs the store lacks), every metric row (DataComp's average included),
+    and the runs the store has already; ``flops``: GFLOPs per sample by model (the profile)."""
     points: dict[str, PointRow] = {}
     values: dict[str, dict[tuple[str, str], tuple[float, str]]] = {}
     for r in results:
         run = run_of(r.model, r.pretrained, known)
         if run not in known and run not in points:
             points[run] = _new_point(run, r, flops)
+        by = values.setdefault(run, {})
         for metric, value in r.values.items():
-            values.setdefault(run, {})[(r.dataset, metric)] = (value, str(r.path))
+            by[(r.dataset, metric)] = (value, str(r.path))
     metrics: list[dict[str, Any]] = []
     for run, by in values.items():
         metrics.extend(_metric(run, d, m, v, where) for (d, m), (v, where) in by.items())
         if set(by) >= MAIN:  # DataComp's 38 sets, each with its main metric
             mean = math.fsum(by[k][0] for k in MAIN) / len(MAIN)
             metrics.append(_metric(run, *AGGREGATE, mean, "the mean of DataComp's 38 sets"))
-    return list(points.values()), metrics
+    return list(points.values()), metrics, sorted(set(values) & known)
 
 
 def _new_point(run: str, r: Result, flops: dict[str, float]) -> PointRow:
-    tag = Path(r.pretrained).stem if r.pretrained.endswith(".pt") else r.pretrained
-    t = parse_tag(tag)
+    t = parse_tag(_tag(r.pretrained))
     gmacs = flops[r.model] / FLOPS_PER_MAC if r.model in flops else None
     why = t.why if t.samples is None else None
     if why is None and gmacs is None:

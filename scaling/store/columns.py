@@ -10,7 +10,6 @@ the store is opened: a bad row is reported with its line number and nothing is w
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ClipscaleError
-from scaling.store.ingest import PointRow, _metric
+from scaling.store.ingest import PointRow, _metric, read_csv
 from scaling.store.ingest import _number as read_number
 
 FIELDS = ("model", "params", "gmacs", "samples_seen", "compute", "data", "data_size")
@@ -56,19 +55,20 @@ def _is_metric(field: str) -> bool:
     return bool(slash and dataset.strip() and metric.strip())
 
 
+def read_with(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    """The rows of a CSV file that has every one of ``columns``."""
+    header, rows = read_csv(path)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ClipscaleError(f"{path}: no column {', '.join(repr(c) for c in missing)}")
+    return rows
+
+
 def read_columns(
     path: Path, mapping: dict[str, str], family: str, flops_per_param: float | None = None
 ) -> tuple[list[PointRow], list[dict[str, Any]]]:
     """Points and metric rows of the file, every row checked."""
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in mapping.values() if c not in (reader.fieldnames or ())]
-            if missing:
-                raise ClipscaleError(f"{path}: no column {', '.join(repr(c) for c in missing)}")
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ClipscaleError(f"cannot read {path}: {e}") from None
+    rows = read_with(path, list(mapping.values()))
     if not rows:
         raise ClipscaleError(f"{path} holds no runs")
     points, metrics = [], []

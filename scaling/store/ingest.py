@@ -266,20 +266,25 @@ def ingest_run(
 # ---------------------------------------------------------------- published tables
 
 
-def read_table(path: Path) -> tuple[list[PointRow], list[dict[str, Any]]]:
-    """Points and metrics of a table in the scaling-laws paper's ``zeroshot_results.csv`` format."""
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a CSV file; one that cannot be read is one line."""
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            missing = TABLE_COLUMNS - set(reader.fieldnames or ())
-            if missing:
-                raise ClipscaleError(
-                    f"{path} is not a results table in the scaling-laws format: "
-                    f"no column {', '.join(sorted(missing))}"
-                )
-            rows = list(reader)
+            return list(reader.fieldnames or ()), list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ClipscaleError(f"cannot read {path}: {e}") from None
+
+
+def read_table(path: Path) -> tuple[list[PointRow], list[dict[str, Any]]]:
+    """Points and metrics of a table in the scaling-laws paper's ``zeroshot_results.csv`` format."""
+    header, rows = read_csv(path)
+    missing = TABLE_COLUMNS - set(header)
+    if missing:
+        raise ClipscaleError(
+            f"{path} is not a results table in the scaling-laws format: "
+            f"no column {', '.join(sorted(missing))}"
+        )
     points: dict[str, PointRow] = {}
     metrics: dict[tuple[str, str, str], dict[str, Any]] = {}
     for n, row in enumerate(rows, start=2):

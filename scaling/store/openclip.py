@@ -17,7 +17,6 @@ The whole file is checked before the store is opened; a bad row is named by its 
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ClipscaleError
+from scaling.store.columns import read_with
 from scaling.store.ingest import PointRow, _metric
 
 # Each result column: (CLIP_benchmark dataset, DataComp's main metric for it), as DataComp's
@@ -151,7 +151,7 @@ def read_openclip(path: Path, profile: Path | None) -> tuple[list[PointRow], lis
             f"{profile}: no model profile (open_clip's docs/model_profile.csv): give --profile"
         )
     flops, params = read_profile(profile)
-    rows = _rows(path, HEAD)
+    rows = read_with(path, list(HEAD))
     points: list[PointRow] = []
     metrics: list[dict[str, Any]] = []
     first: dict[str, int] = {}
@@ -206,24 +206,12 @@ def _metrics(row: dict[str, str], point: str, where: str) -> list[dict[str, Any]
 def read_profile(path: Path) -> tuple[dict[str, float], dict[str, float]]:
     """open_clip's model_profile.csv: each model's forward GFLOPs per sample and parameters."""
     flops, params = {}, {}
-    for line, row in enumerate(_rows(path, PROFILE_HEAD), start=2):
+    for line, row in enumerate(read_with(path, list(PROFILE_HEAD)), start=2):
         where = f"{path}:{line}"
         model = (row.get("model") or "").strip()
         flops[model] = _value(row, "gflops", where, positive=True)
         params[model] = _value(row, "mparams", where, positive=True) * 1e6
     return flops, params
-
-
-def _rows(path: Path, head: tuple[str, ...]) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in head if c not in (reader.fieldnames or ())]
-            if missing:
-                raise ClipscaleError(f"{path}: no column {', '.join(repr(c) for c in missing)}")
-            return list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ClipscaleError(f"cannot read {path}: {e}") from None
 
 
 def _value(row: dict[str, str], column: str, where: str, positive: bool = False) -> float:

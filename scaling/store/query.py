@@ -159,9 +159,7 @@ def fetch(
         rows = [dict(r._mapping) for r in conn.execute(points)]
         ids = sorted({r["id"] for r in rows})
         metrics: list[tuple[str, str, str, Any]] = []
-        # Bound IN lists in slices keep every backend within its parameter limit.
-        for i in range(0, len(ids), 5000):
-            chunk = ids[i : i + 5000]
+        for chunk in _slices(ids):
             q = sa.select(Metric.point_id, Metric.dataset, Metric.metric, Metric.value).where(
                 Metric.point_id.in_(chunk)
             )
@@ -171,14 +169,21 @@ def fetch(
     return transaction(engine, work)
 
 
+IN_SLICE = 5000
+
+
+def _slices(ids: Sequence[str]) -> list[Sequence[str]]:
+    """Bound IN lists in slices keep every backend within its parameter limit."""
+    return [ids[i : i + IN_SLICE] for i in range(0, len(ids), IN_SLICE)]
+
+
 def existing(engine: Engine, ids: Sequence[str]) -> set[str]:
     """Those of ``ids`` that are points of the store."""
     unique = sorted(set(ids))
 
     def work(conn: sa.Connection) -> set[str]:
         found: set[str] = set()
-        for i in range(0, len(unique), 5000):
-            chunk = unique[i : i + 5000]
+        for chunk in _slices(unique):
             found.update(conn.execute(sa.select(Point.id).where(Point.id.in_(chunk))).scalars())
         return found
 
