@@ -177,10 +177,12 @@ _DB = click.option(
 @click.argument("table", type=click.Path())
 @click.option("--family", required=True, help="Name of the family the table's runs join (e.g. paper).")
 @click.option(
-    "--format", "kind", type=click.Choice(["paper", "columns", "openclip", "clip_benchmark"]), default=None,
+    "--format", "kind", type=click.Choice(["paper", "columns", "openclip", "clip_benchmark", "clipa"]),
+    default=None,
     help="paper: the scaling-laws paper's zeroshot_results.csv (the default); columns: any CSV, "
     "with --columns; openclip: open_clip's docs/openclip_results.csv, with model_profile.csv; "
-    "clip_benchmark: a directory of CLIP_benchmark result JSON files.",
+    "clip_benchmark: a directory of CLIP_benchmark result JSON files; clipa: CLIPA's README "
+    "tables (clipa_readme_tables.csv), for the inverse-scaling view of `scaling report`.",
 )  # fmt: skip
 @click.option(
     "--columns",
@@ -261,6 +263,10 @@ def _read_import(
         from scaling.store.openclip import read_openclip
 
         return read_openclip(path, Path(profile) if profile else None)
+    if kind == "clipa":
+        from scaling.store.clipa import read_clipa
+
+        return read_clipa(path)
     if kind == "columns":
         from scaling.store.columns import parse_mapping, read_columns
 
@@ -588,7 +594,8 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
     model=..., samples_seen>=3B), dataset=imagenet1k metric=acc1 (without them: the family's
     headline metrics), frontier=binned|pareto|all (binned: the paper's 5-bin minimum), bins=5,
     boot=1000 (bootstrap resamples), level=0.95, seed=0, noise=σ (bootstrap by seed noise: σ is how
-    much log10 error moves between seeds; default 0, runs resampled). Each fit is added to the fit history.
+    much log10 error moves between seeds; default 0, runs resampled), group=source|data|model_type|all
+    (one law per group, as `scaling report` groups). Each fit is added to the fit history.
     """
     from scaling.fit import laws
     from scaling.store import connect, parse_filters
@@ -637,7 +644,7 @@ def _fit_groups(engine: Any, filters: list[str], chosen: tuple[str, str] | None,
         raise ClipscaleError(f"no group of {' '.join(filters)} has a law ({why})")
     for _, f in fitted:
         laws.record_fit(engine, f, "fit")
-    key = {"source": "source", "data": "data"}.get(how, "group")
+    key = how if how in ("source", "data", "model_type") else "group"
     if fmt == "json":
         _echo_json([{key: group, **f.record()} for group, f in fitted])
         return
@@ -858,17 +865,19 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
 
     ARGS: family=NAME and run filters, out=DIR (required), metrics=[imagenet1k/acc1,...] or
     metrics=all (default: the headline metrics), predict=[ViT-g-14@34.2B,...] (model@samples
-    or a compute in GMACs; default: 10× the largest run), group=source|data|all (one law per
-    data source, e.g. LAION vs CLIP-WIT; per data set; or one for all runs), and the fit
-    settings of `scaling fit`.
+    or a compute in GMACs; default: 10× the largest run), group=source|data|model_type|all (one
+    law per data source, e.g. LAION vs CLIP-WIT; per data set; per model type, CLIP vs SigLIP vs
+    CoCa; or one for all runs), overlay=FAMILY (CLIPA's published runs, imported with --format
+    clipa, drawn on a CLIPA sweep's inverse-scaling view), and the fit settings of `scaling fit`.
     """
     from pathlib import Path
 
+    from scaling import clipa
     from scaling.fit import laws
     from scaling.report import write_report
     from scaling.store import connect, parse_filters
 
-    filters, options = _split_args(args, (*_FIT_KEYS, "out", "metrics", "predict", "group"))
+    filters, options = _split_args(args, (*_FIT_KEYS, "out", "metrics", "predict", "group", "overlay"))
     if not options.get("out"):
         raise ClipscaleError("where to write: out=DIR")
     engine = connect(db)
@@ -877,7 +886,13 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
     groups = _groups(engine, filters, options.get("group", "source"))
     targets = [_report_target(t) for t in _list(options.get("predict", ""))]
     sections = laws.study(engine, filters, metrics, groups, targets, _settings(options))
-    paths = write_report(sections, Path(options["out"]), f"Scaling laws of {family}", filters)
+    overlay = options.get("overlay")
+    views = [v for s in sections if (v := clipa.view(engine, filters, s.dataset, s.metric, overlay))]
+    if overlay and not any(v.published for v in views):
+        why = "this family has no run at reduced tokens nor a second stage" if not views else (
+            f"it has no run of {', '.join(f'{v.dataset}/{v.metric}' for v in views)}")  # fmt: skip
+        raise ClipscaleError(f"overlay={overlay}: nothing to draw beside: {why}")
+    paths = write_report(sections, Path(options["out"]), f"Scaling laws of {family}", filters, views)
     for section in sections:
         for _, f in section.fits:
             laws.record_fit(engine, f, "fit")
@@ -901,18 +916,10 @@ def _report_metrics(engine: Any, filters: Sequence[str], text: str) -> list[tupl
     return chosen
 
 
-def _groups(engine: Any, filters: Sequence[str], how: str) -> dict[str, list[str]] | None:
+def _groups(engine: Any, filters: Sequence[str], how: str) -> dict[str, list[str]]:
     from scaling.fit import laws
 
-    if how == "source":
-        return None
-    by_source = laws.groups_of(engine, filters)
-    data = sorted(d for names in by_source.values() for d in names)
-    if how == "all":
-        return {"all runs": data}
-    if how == "data":
-        return {d: [d] for d in data}
-    raise ClipscaleError(f"group={how!r}: use source, data or all")
+    return laws.groups_of(engine, filters, how)
 
 
 def _report_target(text: str) -> Any:

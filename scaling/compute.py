@@ -25,7 +25,8 @@ from scaling.errors import ClipscaleError
 from scaling.files import write_atomic
 
 CACHE_ENV = "CLIPSCALE_CACHE_DIR"
-COUNTER_VERSION = 2  # bump when the counting method changes, to invalidate caches (2: parameters)
+# Bump when the counting method changes, to invalidate caches (2: parameters; 3: CoCa's decoder).
+COUNTER_VERSION = 3
 TRAIN_FLOPS_PER_MAC = 6  # 2 FLOPs per MAC, and forward + backward = 3 x forward
 
 
@@ -127,10 +128,11 @@ class Macs:
     image: float
     text: float
     params: float = 0.0
+    decoder: float = 0.0  # CoCa's captioning decoder, run on every training sample
 
     @property
     def total(self) -> float:
-        return self.image + self.text
+        return self.image + self.text + self.decoder
 
 
 def cache_dir() -> Path:
@@ -183,12 +185,14 @@ class MacsCache:
         if not isinstance(entry, dict):
             return None
         try:
-            return Macs(float(entry["image"]), float(entry["text"]), float(entry["params"]))
+            return Macs(float(entry["image"]), float(entry["text"]), float(entry["params"]),
+                        float(entry.get("decoder", 0.0)))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             return None
 
     def put(self, key: str, macs: Macs) -> None:
-        self.entries[key] = {"image": macs.image, "text": macs.text, "params": macs.params}
+        self.entries[key] = {"image": macs.image, "text": macs.text, "params": macs.params,
+                             "decoder": macs.decoder}  # fmt: skip
 
     def save(self) -> None:
         # An unwritable cache only costs a recount next time.
@@ -218,8 +222,8 @@ def macs_for(archs: Iterable[Arch], cache: MacsCache | None = None) -> dict[str,
         from scaling.profile import count_macs  # torch is needed only here
 
         for key, (model, image_size, context_length, patch_dropout) in missing.items():
-            image, text, params = count_macs(model, image_size, context_length, patch_dropout)
-            result[key] = Macs(image / 1e9, text / 1e9, params)
+            image, text, decoder, params = count_macs(model, image_size, context_length, patch_dropout)
+            result[key] = Macs(image / 1e9, text / 1e9, params, decoder / 1e9)
             cache.put(key, result[key])
         cache.save()
     return result

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ClipscaleError, first_line
+from scaling.modeltypes import COCA_PREFIX, MODEL_TYPES, coca_config
 from scaling.units import parse_count
 
 CONFIG_PATH_ENV = "CLIPSCALE_CONFIG_PATH"
@@ -55,6 +56,11 @@ class TrainSettings:
     image_size: int | None = None
     context_length: int | None = None
     patch_dropout: float | None = None
+    # What is trained (scaling/modeltypes.py): CLIP, SigLIP's sigmoid loss, or CoCa with its
+    # captioning decoder and open_clip's loss weights (which only CoCa reads).
+    model_type: str = "clip"
+    coca_caption_loss_weight: float = 2.0
+    coca_contrastive_loss_weight: float = 1.0
     extra_args: tuple[str, ...] = ()
     # How a run is executed, not what it learns: these never change a point's id.
     dist_timeout_min: float = 10.0  # a collective (or the ranks' rendezvous) waiting longer fails the run
@@ -226,13 +232,42 @@ def find_sweep(name: str, conf_dirs: Sequence[Path]) -> Path:
 # ---------------------------------------------------------------- the catalogue
 
 
-def open_clip_builtin_models() -> frozenset[str]:
-    """Names of open_clip's own model configs, read from its package without importing it."""
+def _builtin_configs() -> Path | None:
     spec = find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        return frozenset()
-    configs = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
-    return frozenset(p.stem for p in configs.glob("*.json"))
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+
+
+def open_clip_builtin_models() -> frozenset[str]:
+    """Names of open_clip's own model configs, read from its package without importing it."""
+    configs = _builtin_configs()
+    return frozenset(p.stem for p in configs.glob("*.json")) if configs is not None else frozenset()
+
+
+def builtin_config(name: str) -> dict[str, Any] | None:
+    """open_clip's own config of a built-in model, read from its package without importing it."""
+    configs = _builtin_configs()
+    path = configs / f"{name}.json" if configs is not None and name else None
+    if path is None or not path.is_file():
+        return None
+    loaded = json.loads(path.read_text())
+    return loaded if isinstance(loaded, dict) else None
+
+
+def coca_model(model: ModelSpec) -> ModelSpec:
+    """The CoCa form of a catalogue model (``model_type: coca``): open_clip's own
+    ``coca_<name>`` where it has one, else derived from the model's config."""
+    name = COCA_PREFIX + model.name
+    config = model.open_clip_config
+    if config is None:
+        if name in open_clip_builtin_models():
+            return ModelSpec(name, "open_clip built-in model")
+        config = builtin_config(model.name)
+        if config is None:
+            raise ClipscaleError(f"model_type coca: model {model.name!r} has no open_clip config to derive "
+                                 "a CoCa model from")  # fmt: skip
+    return ModelSpec(name, f"CoCa form of {model.name}: {model.description}", coca_config(config))
 
 
 # Directories of the catalogue groups. Not named like the `model` and `data` axes: Hydra
@@ -266,6 +301,8 @@ class Catalog:
             builtins = open_clip_builtin_models()
             if name in builtins:
                 return ModelSpec(name, "open_clip built-in model")
+            if name.startswith(COCA_PREFIX) and len(name) > len(COCA_PREFIX):
+                return coca_model(self.model(name.removeprefix(COCA_PREFIX)))
             more = f"; or any of open_clip's {len(builtins)} built-in models" if builtins else ""
             raise self._unknown("model", name, more)
         _check_keys(raw, {"description", "open_clip_config"}, f"model {name}")
@@ -398,7 +435,9 @@ _BOOL = {"torchcompile", "grad_checkpointing", "local_loss", "gather_with_grad"}
 _FLOAT_RANGE = {"dist_timeout_min": (0.0, math.inf, False), "lr": (0.0, math.inf, False),
                 "wd": (0.0, math.inf, True),
                 "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
-                "eps": (0.0, math.inf, False), "patch_dropout": (0.0, 1.0, True)}  # fmt: skip
+                "eps": (0.0, math.inf, False), "patch_dropout": (0.0, 1.0, True),
+                "coca_caption_loss_weight": (0.0, math.inf, True),
+                "coca_contrastive_loss_weight": (0.0, math.inf, True)}  # fmt: skip
 _OPTIONAL = {"epochs", "train_num_samples", "epoch_samples", "image_size", "context_length",
              "patch_dropout"}  # fmt: skip
 
@@ -423,6 +462,8 @@ def coerce_train_value(name: str, value: Any, where: str) -> Any:
         return _choice(name, value, where, PRECISIONS)
     if name == "lr_scheduler":
         return _choice(name, value, where, LR_SCHEDULERS)
+    if name == "model_type":
+        return _choice(name, value, where, MODEL_TYPES)
     if name == "extra_args":
         if not all(isinstance(a, str) for a in _as_tuple(value)):
             raise ClipscaleError(f"{where}: extra_args must be a list of strings")
@@ -520,6 +561,9 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
         for key in named:
             named[key].update(_as_tuple(coords.get(key, ())))
     models = {n: catalog.model(n) for n in sorted(named["model"])}
+    if "coca" in _model_types(train, axes, include, exclude, rules):
+        # A CoCa point trains its model's CoCa form, looked up by that name like any model.
+        models.update((c.name, c) for c in map(coca_model, list(models.values())))
     datasets = {n: catalog.dataset(n) for n in sorted(named["data"])}
     return SweepSpec(
         name=str(raw.get("name") or path.stem),
@@ -542,6 +586,17 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
         samples_mode=samples_mode,
         cooldown=cooldown,
     )
+
+
+def _model_types(train: TrainSettings, axes: Sequence[tuple[str, tuple[Any, ...]]],
+                 include: Sequence[Mapping[str, Any]], exclude: Sequence[Mapping[str, Any]],
+                 rules: Sequence[Rule]) -> set[str]:  # fmt: skip
+    """Every model type a sweep names: its default, its axis, and any include, exclusion or
+    per-point rule that names one."""
+    types = {train.model_type}
+    for mapping in (dict(axes), *include, *exclude, *(r.match for r in rules), *(r.train for r in rules)):
+        types.update(_as_tuple(mapping.get("model_type", ())))
+    return types
 
 
 def _checkpoints(raw: Any, where: str) -> CheckpointPolicy:
@@ -632,6 +687,8 @@ def _finetune(raw: Any, where: str) -> Mapping[str, Any] | None:
     _check_keys(raw, {"samples_seen", "data", *TRAIN_FIELDS}, where)
     if raw.get("samples_seen") is None:
         raise ClipscaleError(f"{where}: samples_seen must be set")
+    if "model_type" in raw:  # the second stage loads the first one's weights: the same model
+        raise ClipscaleError(f"{where}: model_type is the first stage's; set it on the sweep's points")
     return {
         k: coerce_axis_value(k, v, where) if k in AXIS_KEYS else coerce_train_value(k, v, where)
         for k, v in raw.items()

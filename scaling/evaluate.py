@@ -77,7 +77,7 @@ def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
         with train.console(directory, quiet):  # open_clip logs with the root logger
             metrics = evaluate(
                 point.model, directory / trained.checkpoint, spec.evals, device, t.image_size,
-                t.context_length, workers=t.workers,
+                t.context_length, workers=t.workers, model_type=t.model_type,
             )  # fmt: skip
     except ClipscaleError:
         raise
@@ -103,9 +103,13 @@ def evaluate(
     image_size: int | None = None,
     context_length: int | None = None,
     workers: int = 0,
+    model_type: str = "clip",
 ) -> dict[str, dict[str, float | None]]:
-    """Metrics per evaluation set (plus the robustness average) for one checkpoint."""
+    """Metrics per evaluation set (plus the robustness average) for one checkpoint; the
+    model is rebuilt as its type's trainer built it (SigLIP's logit bias)."""
     import open_clip
+
+    from scaling.modeltypes import model_kwargs
 
     model, _, preprocess = open_clip.create_model_and_transforms(
         model_name,
@@ -113,6 +117,7 @@ def evaluate(
         device=device,
         force_image_size=image_size,
         force_context_length=context_length,
+        **model_kwargs(model_type),
     )
     model.eval()
     tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)

@@ -20,6 +20,7 @@ from scaling.config import (
     canonical_json,
 )
 from scaling.errors import ClipscaleError
+from scaling.modeltypes import model_name
 from scaling.units import format_count
 
 ID_VERSION = 1
@@ -145,12 +146,13 @@ def expand(spec: SweepSpec) -> list[Candidate]:
     """All points of the sweep in a stable order; a second stage follows each first one."""
     out: list[Candidate] = []
     for coords in _coordinates(spec):
+        train = _settings(spec, coords)
         first = Candidate(
             coords=tuple(coords.items()),
-            model=coords["model"],
+            model=model_name(coords["model"], train.model_type),
             data=coords["data"],
             samples_seen=coords["samples_seen"],
-            train=_settings(spec, coords),
+            train=train,
         )
         out.append(first)
         if spec.finetune is not None:
@@ -192,6 +194,8 @@ def _label(model: str, data: str, target: int, train: TrainSettings, stage: int,
     for short, value in (("i", train.image_size), ("t", train.context_length), ("pd", train.patch_dropout)):
         if value is not None:
             parts.append(f"{short}{value:g}")
+    if train.model_type == "siglip":  # CoCa's is in its model's name
+        parts.append("siglip")
     if stage > 1:
         parts.append("ft")
     if traj is not None:
@@ -203,9 +207,17 @@ def _identity(model: ModelSpec, data: DataSpec, train: TrainSettings) -> dict[st
     config = dict(model.open_clip_config) if model.open_clip_config is not None else None
     # epoch_samples only guided the choice of epochs, which the id now holds exactly; the
     # other execution settings change how the run is executed, not what it learns.
-    settings = {k: v for k, v in asdict(train).items() if k not in EXECUTION_FIELDS}
+    settings = {k: v for k, v in asdict(train).items() if k not in EXECUTION_FIELDS and not _unused(k, train)}
     return {"model": model.name, "model_config": config, "data": data.name, "data_size": data.num_samples,
             "train": settings}  # fmt: skip
+
+
+def _unused(key: str, train: TrainSettings) -> bool:
+    """Settings of a model type the run is not: no part of its id, so the ids of CLIP points
+    are what they were before model types were an axis."""
+    if key == "model_type":
+        return train.model_type == "clip"
+    return key.startswith("coca_") and train.model_type != "coca"
 
 
 def trunk_id(sweep: SweepSpec, model: ModelSpec, data: DataSpec, train: TrainSettings) -> str:

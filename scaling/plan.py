@@ -60,6 +60,8 @@ class PlannedPoint:
             "patch_dropout": t.patch_dropout,
             "image_gmacs": self.macs.image,
             "text_gmacs": self.macs.text,
+            "decoder_gmacs": self.macs.decoder,
+            "model_type": t.model_type,
             "gmacs_per_sample": self.macs.total,
             "stage_compute_gmacs": self.stage_compute_gmacs,
             "compute_gmacs": self.compute_gmacs,

@@ -23,9 +23,11 @@ def count_macs(
     image_size: int | None = None,
     context_length: int | None = None,
     patch_dropout: float | None = None,
-) -> tuple[float, float, float]:
-    """(image, text) forward MACs for one sample, honouring CLIPA's token reductions, and
-    the model's parameters (what a checkpoint holds)."""
+) -> tuple[float, float, float, float]:
+    """(image, text, decoder) forward MACs for one sample, honouring CLIPA's token
+    reductions, and the model's parameters (what a checkpoint holds). The decoder is what
+    the training forward computes beyond the two towers: CoCa's captioning decoder and its
+    projection onto the vocabulary; nothing for CLIP and SigLIP."""
     try:
         import open_clip
         import torch
@@ -55,13 +57,17 @@ def count_macs(
     size = net.visual.image_size
     height, width = (size, size) if isinstance(size, int) else size
     image = torch.empty(1, 3, height, width, device="meta")
-    text = torch.zeros(1, net.context_length, dtype=torch.long, device="meta")
+    # The text tower's length (CoCa's model-level length is its decoder's).
+    length = getattr(getattr(net, "text", None), "context_length", None) or net.context_length
+    text = torch.zeros(1, length, dtype=torch.long, device="meta")
     # Training mode: patch dropout removes tokens only while training, and training is
     # what the compute axis measures.
     net.train()
     params = float(sum(p.numel() for p in net.parameters()))
     with torch.no_grad():
-        return _macs(lambda: net.encode_image(image)), _macs(lambda: net.encode_text(text)), params
+        image_macs, text_macs = _macs(lambda: net.encode_image(image)), _macs(lambda: net.encode_text(text))
+        whole = _macs(lambda: net(image, text))
+    return image_macs, text_macs, max(0.0, whole - image_macs - text_macs), params
 
 
 @contextlib.contextmanager

@@ -30,6 +30,8 @@ from matplotlib.text import Annotation, Text
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 import scaling
+from scaling import clipa
+from scaling.clipa import InverseView
 from scaling.errors import ClipscaleError
 from scaling.files import atomic_file
 from scaling.fit.laws import Fitted, Run, Section
@@ -46,10 +48,11 @@ FONT = 8
 
 
 def write_report(
-    sections: Sequence[Section], out: Path, title: str, filters: Sequence[str] = ()
-) -> list[Path]:
-    """Write one plot per section (PNG and SVG) and report.md / report.html into out; returns the
-    paths written."""
+    sections: Sequence[Section], out: Path, title: str, filters: Sequence[str] = (),
+    views: Sequence[InverseView] = (),
+) -> list[Path]:  # fmt: skip
+    """Write one plot per section (PNG and SVG), one per CLIPA inverse-scaling view, and
+    report.md / report.html into out; returns the paths written."""
     if not sections:
         raise ClipscaleError("nothing to report: no fitted metric")
     for s in sections:
@@ -60,6 +63,10 @@ def write_report(
     for section, stem in zip(sections, stems, strict=True):
         files[f"{stem}.png"], files[f"{stem}.svg"] = render(section)
     text = markdown_report(sections, stems, title, filters)
+    for v in views:
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", f"{v.dataset}__{v.metric}__tokens")
+        files[f"{stem}.png"], files[f"{stem}.svg"] = clipa.render(v)
+        text += "\n" + "\n".join(clipa.markdown(v, f"{stem}.png"))
     files["report.md"] = text.encode()
     files["report.html"] = html_page(title, text).encode()
     paths = []

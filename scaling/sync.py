@@ -29,6 +29,7 @@ def planned_rows(plan: Plan) -> list[PointRow]:
             status="planned",
             source="run",
             config=asdict(p.point),
+            compute=p.compute_gmacs,  # a second stage's includes its first stage's
         )
         for p in plan.points
     ]

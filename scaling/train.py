@@ -29,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TextIO
 
-from scaling import checkpoints, distributed, trainlog
+from scaling import checkpoints, distributed, modeltypes, trainlog
 from scaling.compute import TRAIN_FLOPS_PER_MAC
 from scaling.config import EvalSpec, ModelSpec
 from scaling.errors import ClipscaleError
@@ -108,6 +108,7 @@ def open_clip_argv(
     if point.trajectory is not None and point.trajectory.cooldown_epochs:
         # A branch resumes at its cooldown's first epoch: its whole run is the cooldown.
         argv += ["--epochs-cooldown", str(point.trajectory.cooldown_epochs)]
+    argv += modeltypes.trainer_args(t.model_type, t.coca_caption_loss_weight, t.coca_contrastive_loss_weight)
     if t.image_size is not None:
         argv += ["--force-image-size", str(t.image_size)]
     if t.context_length is not None:

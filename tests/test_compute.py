@@ -91,8 +91,8 @@ import logging
 from scaling.config import ModelSpec
 from scaling.profile import count_macs
 
-image, text, params = count_macs(ModelSpec("ViT-B-32", "open_clip built-in"))
-assert image > 0 and text > 0 and abs(params - 151.28e6) < 0.01e6  # open_clip's profile: 151.28M
+image, text, decoder, params = count_macs(ModelSpec("ViT-B-32", "open_clip built-in"))
+assert image > 0 and text > 0 and decoder == 0 and abs(params - 151.28e6) < 0.01e6  # profile: 151.28M
 root = logging.getLogger()
 print(root.handlers, logging.getLevelName(root.level))
 """

@@ -304,7 +304,7 @@ def _bad_tables(tmp_path: Path) -> dict[str, Path]:
         ("worse", ["boot=many"], "boot='many' is not a number"),
         ("worse", ["noise=loud"], "noise='loud' is not a number"),
         ("worse", ["noise=-0.01"], "noise=-0.01: the seed noise is a standard deviation of log10 error"),
-        ("worse", ["group=colour"], "group='colour': use source, data or all"),
+        ("worse", ["group=colour"], "group='colour': use source, data, model_type, all"),
     ],
 )
 @pytest.mark.parametrize("command", ["fit", "report"])

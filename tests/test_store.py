@@ -87,7 +87,7 @@ def test_migration_from_an_empty_database(url: str) -> None:
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         assert {"families", "points", "family_points", "attempts", "metrics", "alembic_version"} <= tables
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0008"
     connect(url)  # a second open finds the schema current and changes nothing
     assert counts(url) == {"points": 0, "family_points": 0, "attempts": 0, "metrics": 0}
 
@@ -118,6 +118,44 @@ def test_points_recorded_before_trajectories_get_their_schedule(tmp_path: Path) 
             sa.text("SELECT id, schedule, trunk, from_checkpoint FROM points ORDER BY id")
         ).all()
     assert [tuple(r) for r in rows] == [("a", "cosine", None, 0), ("b", None, None, 0)]
+
+
+def test_points_recorded_before_model_types_get_theirs_from_the_model_name(tmp_path: Path) -> None:
+    # A store at schema 0007: its runs trained CLIP, except published checkpoints whose model
+    # says CoCa or SigLIP; `model_type=` then selects them.
+    from alembic import command
+    from alembic.config import Config
+
+    from scaling.store.db import MIGRATIONS
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+        for i, model in enumerate(("toy-s", "coca_ViT-B-32", "ViT-B-16-SigLIP")):
+            conn.execute(sa.text(
+                "INSERT INTO points (id, model, data, samples_seen, status, source, config, updated_at) "
+                "VALUES (:id, :model, 'LAION-2B', 4000, 'succeeded', 'import', '{}', '2026-01-01 00:00:00')"
+            ), {"id": f"p{i}", "model": model})  # fmt: skip
+            conn.execute(sa.text(f"INSERT INTO family_points VALUES ('published', 'p{i}')"))
+        conn.execute(
+            sa.text("INSERT INTO families VALUES ('published', 'import', '', '2026-01-01 00:00:00')")
+        )
+    engine.dispose()
+    upgraded = connect(f"sqlite:///{tmp_path / 'old.db'}")
+    with upgraded.connect() as conn:
+        rows = conn.execute(sa.text("SELECT model, model_type FROM points ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [
+        ("toy-s", "clip"),
+        ("coca_ViT-B-32", "coca"),
+        ("ViT-B-16-SigLIP", "siglip"),
+    ]
+    frame = runs(
+        f"sqlite:///{tmp_path / 'old.db'}", "family=published", "model_type=[coca,siglip]", engine=upgraded
+    )
+    assert sorted(frame["model"]) == ["ViT-B-16-SigLIP", "coca_ViT-B-32"]
 
 
 def test_round_trip_and_idempotent_reingest(url: str, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from scaling.fit.huber import DELTA, Array
 from scaling.fit.powerlaw import Law, percentile_interval
 from scaling.fit.suggest import Candidate, Suggestion, suggest
 from scaling.fit.surface import Surface, fit_surface
+from scaling.modeltypes import MODEL_TYPES
 from scaling.outcome import json_safe
 from scaling.store.db import transaction
 from scaling.store.models import Fit
@@ -339,9 +340,9 @@ def _law_name(family: str, dataset: str, metric: str) -> str:
     return f"family {family}, {dataset}/{metric}"
 
 
-def _in_data(filters: Sequence[str], data: Sequence[str]) -> list[str]:
-    """The filters narrowed to a group's data sets."""
-    return [*filters, f"data=[{','.join(data)}]"]
+def _in_group(filters: Sequence[str], group: Sequence[str]) -> list[str]:
+    """The filters narrowed to a group's runs."""
+    return [*filters, *group]
 
 
 def metrics_of(engine: Engine, filters: Sequence[str], include_all: bool = False) -> list[tuple[str, str]]:
@@ -566,13 +567,37 @@ class Section:
     surfaces: tuple[tuple[str, Surface | str], ...] = ()  # per group: E(N, D), or why there is none
 
 
-def groups_of(engine: Engine, filters: Sequence[str]) -> dict[str, list[str]]:
-    """The family's runs grouped by data source ({"LAION": [LAION-2B, LAION-400M, LAION-80M]})."""
+# How runs are grouped into laws: by data source (LAION-80M … LAION-2B are one source), data
+# set, model type (CLIP, SigLIP, CoCa), or all runs together.
+GROUPINGS = ("source", "data", "model_type", "all")
+
+
+def groups_of(engine: Engine, filters: Sequence[str], by: str = "source") -> dict[str, list[str]]:
+    """The filters that select each group of the runs: {"LAION": ["data=[LAION-2B,LAION-400M]"]}
+    by data source, {"siglip": ["model_type=siglip"]} by model type."""
+    if by not in GROUPINGS:
+        raise ClipscaleError(f"group={by!r}: use {', '.join(GROUPINGS)}")
     rows, _ = fetch(engine, parse_filters(filters))
-    groups: dict[str, set[str]] = {}
-    for r in rows:
-        groups.setdefault(source_of(r["data"]), set()).add(r["data"])
-    return {k: sorted(v) for k, v in sorted(groups.items())}
+    if by == "model_type":
+        types = {r["model_type"] for r in rows}
+        return {t: [f"model_type={t}"] for t in sorted(types, key=_type_order)}
+    data = sorted({r["data"] for r in rows})
+    if by == "all":
+        return {"all runs": [_data_filter(data)]}
+    if by == "data":
+        return {d: [_data_filter([d])] for d in data}
+    sources: dict[str, list[str]] = {}
+    for d in data:
+        sources.setdefault(source_of(d), []).append(d)
+    return {k: [_data_filter(v)] for k, v in sorted(sources.items())}
+
+
+def _data_filter(data: Sequence[str]) -> str:
+    return f"data=[{','.join(data)}]"
+
+
+def _type_order(model_type: str) -> tuple[int, str]:
+    return (MODEL_TYPES.index(model_type) if model_type in MODEL_TYPES else len(MODEL_TYPES), model_type)
 
 
 def model_gmacs(engine: Engine, family: str, model: str) -> float:
@@ -615,15 +640,15 @@ def study(
     sections = []
     for dataset, metric in metrics:
         fits = tuple(
-            (name, fit(engine, _in_data(filters, data), dataset, metric, settings))
-            for name, data in groups.items()
+            (name, fit(engine, _in_group(filters, group), dataset, metric, settings))
+            for name, group in groups.items()
         )
         preds = tuple((name, resolve(engine, f, t)) for name, f in fits for t in _targets(f, targets))
         comps = tuple(compare(a, b) for i, (_, a) in enumerate(fits) for _, b in fits[i + 1 :]
                       if isinstance(a.law, Law) and isinstance(b.law, Law))  # fmt: skip
         audits = tuple(
-            (name, _audit_or_reason(_in_data(filters, data), dataset, metric, settings, f))
-            for (name, data), (_, f) in zip(groups.items(), fits, strict=True)
+            (name, _audit_or_reason(_in_group(filters, group), dataset, metric, settings, f))
+            for (name, group), (_, f) in zip(groups.items(), fits, strict=True)
         )
         surfaces = tuple((name, surface_of(f)) for name, f in fits)
         sections.append(Section(dataset, metric, fits, preds, comps, audits, surfaces))
@@ -724,13 +749,13 @@ def fit_each(
     engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings,
     groups: dict[str, list[str]] | None = None,
 ) -> list[Refit]:  # fmt: skip
-    """One law per group of data sets (default: per data source); a group that cannot be
-    fitted (too few runs, none of known compute) says why instead."""
+    """One law per group of runs (default: per data source); a group that cannot be fitted
+    (too few runs, none of known compute) says why instead."""
     family = family_of(parse_filters(filters))
     out = []
-    for group, data in (groups if groups is not None else groups_of(engine, filters)).items():
+    for group, selection in (groups if groups is not None else groups_of(engine, filters)).items():
         try:
-            f = fit(engine, _in_data(filters, data), dataset, metric, settings)
+            f = fit(engine, _in_group(filters, selection), dataset, metric, settings)
         except ClipscaleError as e:
             reason = str(e).removeprefix(f"{_law_name(family, dataset, metric)}: ")
             out.append(Refit(group, dataset, metric, None, reason))

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from scaling.errors import ClipscaleError
+from scaling.modeltypes import type_of_name
 from scaling.outcome import POINT_FILE, STATUSES, Outcome, read_outcome
 from scaling.store import state
 from scaling.store.db import transaction
@@ -58,12 +59,14 @@ class PointRow:
             "gmacs_per_sample": self.gmacs_per_sample, "compute_gmacs": compute, "status": self.status,
             "source": self.source, "config": json.dumps(self.config, sort_keys=True), "updated_at": now,
             "samples_per_s": self.samples_per_s, "mfu": self.mfu, "params": self.params,
-            "data_size": self.data_size, "no_compute": self.no_compute, **trajectory_columns(self.config),
+            "data_size": self.data_size, "no_compute": self.no_compute,
+            **trajectory_columns(self.config, self.model),
         }  # fmt: skip
 
 
-def trajectory_columns(config: dict[str, Any]) -> dict[str, Any]:
-    """How a point was trained along its axis, from its resolved config (a grid point's)."""
+def trajectory_columns(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """How a point was trained, from its resolved config (a grid point's): its model type
+    (an imported run's, from its model's name) and how it lies along its samples-seen axis."""
     raw_train, raw_traj = config.get("train"), config.get("trajectory")
     train: dict[str, Any] = raw_train if isinstance(raw_train, dict) else {}
     traj: dict[str, Any] | None = raw_traj if isinstance(raw_traj, dict) else None
@@ -75,6 +78,7 @@ def trajectory_columns(config: dict[str, Any]) -> dict[str, Any]:
         "trunk": traj.get("trunk") if traj else None,
         "cooldown": cooldown,
         "from_checkpoint": bool(traj and traj.get("from_checkpoint")),
+        "model_type": train.get("model_type") or type_of_name(model),
     }
 
 
@@ -118,7 +122,7 @@ def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_stat
     now = _now()
     columns = ["model", "data", "samples_seen", "gmacs_per_sample", "compute_gmacs", "source", "config",
                "updated_at", "schedule", "trunk", "cooldown", "from_checkpoint", "params", "data_size",
-               "no_compute", *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
+               "no_compute", "model_type", *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
     upsert(
         conn, Point, [p.values(now) for p in points], ["id"], columns if keep_status else [*columns, "status"]
     )
@@ -229,6 +233,19 @@ def _dispatched_attempt(conn: Connection, point_id: str) -> str | None:
     return _STILL_ACTIVE if row.state in ACTIVE_STATES else str(row.key)
 
 
+def _with_first_stage(conn: Connection, point: PointRow) -> PointRow:
+    """A second stage (CLIPA's fine-tune) costs its own samples plus its first stage's
+    compute, as its parent's row has it; a trajectory's samples seen already count its trunk."""
+    config = point.config
+    first = config.get("parent") if (config.get("stage") or 1) > 1 and not config.get("trajectory") else None
+    if first is None or point.gmacs_per_sample is None or point.samples_seen is None:
+        return point
+    prior = conn.execute(sa.select(Point.compute_gmacs).where(Point.id == first)).scalar()
+    if prior is None:
+        return point
+    return replace(point, compute=point.gmacs_per_sample * point.samples_seen + prior)
+
+
 def ingest_run(
     engine: Engine,
     run_dir: Path,
@@ -245,7 +262,7 @@ def ingest_run(
     def work(conn: Connection) -> None:
         _family(conn, family, "sweep", "")
         key = attempt_key or _dispatched_attempt(conn, point.id)
-        _points(conn, family, [point], keep_status=True, throughput=True)
+        _points(conn, family, [_with_first_stage(conn, point)], keep_status=True, throughput=True)
         if key is None:
             upsert(conn, Attempt, [attempt], ["point_id", "key"], update)
         elif key != _STILL_ACTIVE:

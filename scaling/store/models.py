@@ -47,6 +47,8 @@ class Point(Base):
     trunk: Mapped[str | None] = mapped_column(String(200), index=True)
     cooldown: Mapped[float | None] = mapped_column(Float)
     from_checkpoint: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What was trained: clip, siglip or coca (scaling/modeltypes.py).
+    model_type: Mapped[str] = mapped_column(String(20), index=True, default="clip", server_default="clip")
     # For the error surface E(N, D): the model's parameters, and the unique samples of its data
     # set (samples seen beyond it are repeats, worth less: scaling/fit/surface.py).
     params: Mapped[float | None] = mapped_column(Float)

@@ -5,6 +5,7 @@ Filters become bound parameters of one SELECT; nothing the user types is pasted 
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ POINT_COLUMNS = (
     "trunk",
     "cooldown",
     "from_checkpoint",
+    "model_type",
     "params",
     "data_size",
     "no_compute",
@@ -86,7 +88,7 @@ def parse_filters(args: Sequence[str]) -> Filters:
 
 _TEXT = {"family": FamilyPoint.family, "sweep": FamilyPoint.family, "model": Point.model, "data": Point.data,
          "status": Point.status, "id": Point.id, "schedule": Point.schedule, "trunk": Point.trunk,
-         "from_checkpoint": Point.from_checkpoint}  # fmt: skip
+         "from_checkpoint": Point.from_checkpoint, "model_type": Point.model_type}  # fmt: skip
 _NUMERIC = {"samples_seen": Point.samples_seen, "compute_gmacs": Point.compute_gmacs,
             "gmacs_per_sample": Point.gmacs_per_sample, "cooldown": Point.cooldown}  # fmt: skip
 # Which points of a trajectory: finished runs only (separate runs and cooled-down branches),
@@ -186,6 +188,24 @@ def existing(engine: Engine, ids: Sequence[str]) -> set[str]:
         for chunk in _slices(unique):
             found.update(conn.execute(sa.select(Point.id).where(Point.id.in_(chunk))).scalars())
         return found
+
+    return transaction(engine, work)
+
+
+def configs(engine: Engine, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The resolved config of each of ``ids`` (a grid point's, or what an import kept)."""
+    unique = sorted(set(ids))
+
+    def work(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in _slices(unique):
+            for pid, text in conn.execute(sa.select(Point.id, Point.config).where(Point.id.in_(chunk))):
+                try:
+                    loaded = json.loads(text or "{}")
+                except ValueError:
+                    loaded = {}
+                out[pid] = loaded if isinstance(loaded, dict) else {}
+        return out
 
     return transaction(engine, work)
 
