@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from scaling.compute import (
     MacsCache,
@@ -69,6 +70,22 @@ def test_image_and_text_parts_match_the_paper_table(shared: Path) -> None:
         assert macs.image == pytest.approx(float(row["image_gmacs"]), rel=0.01)
         assert macs.text == pytest.approx(float(row["text_gmacs"]), rel=0.01)
         assert macs.total == pytest.approx(float(row["gmacs"]), rel=0.01)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["coca_ViT-B-32", "coca_ViT-L-14"])
+def test_coca_macs_count_its_decoder_as_open_clips_profiler_does(name: str) -> None:
+    # open_clip's model_profile.csv counts the whole forward (FLOPs = 2 MACs): CoCa's decoder
+    # is more than half of coca_ViT-B-32's compute.
+    profile = REPO.parent / "shared" / "external-data" / "open_clip-docs" / "model_profile.csv"
+    if not profile.is_file():
+        pytest.skip("../shared open_clip profile is not present")
+    row = {r["model"]: r for r in read_csv(profile)}[name]
+    macs = count(builtin(name))
+    assert macs.image == pytest.approx(float(row["image_gflops"]) / 2, rel=0.01)
+    assert macs.text == pytest.approx(float(row["text_gflops"]) / 2, rel=0.01)
+    assert macs.total == pytest.approx(float(row["gflops"]) / 2, rel=0.015)
+    assert macs.decoder > macs.image + macs.text if name == "coca_ViT-B-32" else macs.decoder > 0
 
 
 @pytest.mark.torch
