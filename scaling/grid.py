@@ -20,7 +20,7 @@ from scaling.config import (
     canonical_json,
 )
 from scaling.errors import ClipscaleError
-from scaling.modeltypes import model_name
+from scaling.modeltypes import model_name, trained_type
 from scaling.units import format_count
 
 ID_VERSION = 1
@@ -147,6 +147,11 @@ def expand(spec: SweepSpec) -> list[Candidate]:
     out: list[Candidate] = []
     for coords in _coordinates(spec):
         train = _settings(spec, coords)
+        if trained_type(coords["model"], train.model_type) != train.model_type:
+            raise ClipscaleError(
+                f"sweep {spec.name}: model {coords['model']} trains CoCa (open_clip picks CoCa's loss by "
+                f"the model's name), not model_type {train.model_type}: give it model_type coca"
+            )
         first = Candidate(
             coords=tuple(coords.items()),
             model=model_name(coords["model"], train.model_type),

@@ -30,12 +30,15 @@ def model_name(model: str, model_type: str) -> str:
     return model
 
 
-def type_of_name(model: str) -> str:
-    """A model type read from a model's name alone (published checkpoints: ``coca_ViT-L-14``,
-    ``ViT-SO400M-14-SigLIP``); a name that says nothing is CLIP's."""
+def trained_type(model: str, model_type: str | None = None) -> str:
+    """What a run trained: CoCa wherever its model's name says so (open_clip picks CoCa's loss
+    by the name), else its ``model_type`` setting, else what the name says (a published
+    checkpoint: ``ViT-SO400M-14-SigLIP``); a name that says nothing is CLIP's."""
     lower = model.lower()
-    if lower.startswith(COCA_PREFIX):
+    if "coca" in lower:
         return "coca"
+    if model_type:
+        return model_type
     return "siglip" if "siglip" in lower else "clip"
 
 

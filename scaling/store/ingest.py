@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from scaling.errors import ClipscaleError
-from scaling.modeltypes import type_of_name
+from scaling.modeltypes import trained_type
 from scaling.outcome import POINT_FILE, STATUSES, Outcome, read_outcome
 from scaling.store import state
 from scaling.store.db import transaction
@@ -78,7 +78,7 @@ def trajectory_columns(config: dict[str, Any], model: str) -> dict[str, Any]:
         "trunk": traj.get("trunk") if traj else None,
         "cooldown": cooldown,
         "from_checkpoint": bool(traj and traj.get("from_checkpoint")),
-        "model_type": train.get("model_type") or type_of_name(model),
+        "model_type": trained_type(model, train.get("model_type")),
     }
 
 

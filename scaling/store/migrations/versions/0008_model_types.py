@@ -17,8 +17,8 @@ def upgrade() -> None:
     with op.batch_alter_table("points") as batch:
         batch.add_column(sa.Column("model_type", sa.String(20), nullable=False, server_default="clip"))
         batch.create_index("ix_points_model_type", ["model_type"])
-    op.execute("UPDATE points SET model_type = 'coca' WHERE lower(model) LIKE 'coca%'")
     op.execute("UPDATE points SET model_type = 'siglip' WHERE lower(model) LIKE '%siglip%'")
+    op.execute("UPDATE points SET model_type = 'coca' WHERE lower(model) LIKE '%coca%'")
 
 
 def downgrade() -> None:
