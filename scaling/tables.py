@@ -29,23 +29,25 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     spec = plan.sweep
     staged = any(p.point.stage > 1 for p in plan.points)
     traced = any(p.point.trajectory for p in plan.points)  # trained as trajectories
+    typed = any(p.point.train.model_type != "clip" for p in plan.points)
     table = Table(
         title=f"sweep {spec.name}: {len(plan.points)} points",
         caption=f"{spec.gpu.hours} on {spec.gpu.name} at {spec.gpu.mfu:.0%} of {spec.gpu.peak_tflops:g} "
         "TFLOP/s",
     )
-    columns = ["id", "model", "data", *(["stage"] if staged else []),
+    columns = ["id", "model", *(["type"] if typed else []), "data", *(["stage"] if staged else []),
                *(["trunk", "from epoch", "cooldown"] if traced else []), "samples seen", "epochs",
                "global batch", "lr", "warmup", "GMACs/sample", "compute (GMACs)", spec.gpu.hours,
                "disk (GB)"]  # fmt: skip
     for name in columns:
-        left = name in ("id", "model", "data")
+        left = name in ("id", "model", "type", "data")
         table.add_column(name, justify="left" if left else "right", no_wrap=left)
     for p in plan.points:
         t = p.point.train
         table.add_row(
             p.point.id,
             p.point.model,
+            *([t.model_type] if typed else []),
             p.point.data,
             *([str(p.point.stage)] if staged else []),
             *(_trajectory_cells(p.point) if traced else []),

@@ -66,6 +66,21 @@ def test_coca_trains_its_models_coca_form_and_counts_its_decoder() -> None:
     assert coca.macs.total == pytest.approx(coca.macs.image + coca.macs.text + coca.macs.decoder)
 
 
+def test_the_plan_table_names_each_points_type() -> None:
+    from rich.console import Console
+
+    from scaling.tables import print_plan
+
+    console = Console(record=True, width=300)
+    print_plan(plan("toy", ["model=[toy-s]", "data=[toy-4k]", "samples_seen=[4k]",
+                            "model_type=[clip,siglip,coca]"]), console)  # fmt: skip
+    rows = [line for line in console.export_text().splitlines() if "toy-4k" in line]
+    assert [row.split("│")[3].strip() for row in rows] == ["clip", "siglip", "coca"]
+    untyped = Console(record=True, width=300)
+    print_plan(plan("toy", ["model=[toy-s]", "data=[toy-4k]"]), untyped)
+    assert " type " not in untyped.export_text()
+
+
 def test_trainer_arguments_of_each_type() -> None:
     from scaling.train import open_clip_argv
 
