@@ -88,13 +88,13 @@ eval:
     - {{name: toy_shapes, task: zeroshot_classification}}
 model: [toy-xs, toy-s]
 data: [toy-16k]
-samples_seen: [6k]
+samples_seen: [4k]
 image_size: [16, 32]
 context_length: [8]
 clusters:
   local: {{parallelism: 2}}
 train: {{lr: 2.0e-3, warmup: 10, batch_size: 64, gpus: 1, workers: 1, precision: fp32, seed: 0}}
-finetune: {{samples_seen: 2k, image_size: 32, context_length: 16, lr: 5.0e-4, warmup: 2}}
+finetune: {{samples_seen: 1k, image_size: 32, context_length: 16, lr: 5.0e-4, warmup: 2}}
 """
 
 
