@@ -20,7 +20,7 @@ from scaling.fit.audit import beats, compute_cut, on_frontier
 from scaling.fit.decide import Side, decide, scale_keys
 from scaling.fit.forms import CURVES, N_PARAMS, fit_form
 from scaling.fit.frontier import frontier, sort_runs
-from scaling.fit.huber import Problem, solve
+from scaling.fit.huber import Problem, one_blas_thread, solve
 from scaling.store import connect
 from scaling.store.columns import parse_mapping, read_columns
 from scaling.store.ingest import import_rows
@@ -154,7 +154,7 @@ def test_the_right_form_wins_by_held_out_error_and_intervals_cover_the_truth() -
     of (trial, parameter) cases per form, every parameter in ≥ 80 % of trials (15 trials per
     form; 30 measured offline, see the README)."""
     jobs = [(form, trial) for form in TRUTH for trial in range(max(CHOICE_TRIALS, COVER_TRIALS))]
-    with ProcessPoolExecutor(2) as pool:  # the two cores CI has
+    with ProcessPoolExecutor(2, initializer=one_blas_thread) as pool:  # the two cores CI has
         results = list(pool.map(one_trial, *zip(*jobs, strict=True)))
     wins: dict[str, int] = {}
     covered: dict[str, list[bool]] = {}
