@@ -26,10 +26,11 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from scaling.clock import stamp
 from scaling.files import write_atomic
 
 RANKS_DIR = "ranks"
@@ -130,7 +131,7 @@ def leave() -> None:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return stamp("milliseconds")
 
 
 class RankRecord:

@@ -24,12 +24,13 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TextIO
 
 from scaling import checkpoints, distributed, modeltypes, trainlog
+from scaling.clock import stamp
 from scaling.compute import TRAIN_FLOPS_PER_MAC
 from scaling.config import EvalSpec, ModelSpec
 from scaling.errors import ClipscaleError
@@ -361,9 +362,10 @@ def _finish_training(
 
 def _note(directory: Path, text: str) -> None:
     """A line of clipscale's own in the run's log, in the trainer's format."""
-    stamp = datetime.now().strftime("%Y-%m-%d,%H:%M:%S")
+    # Local time, as the trainer's own lines in the same log have it.
+    when = datetime.now().strftime("%Y-%m-%d,%H:%M:%S")
     with open(directory / "out.log", "a") as f:
-        f.write(f"{stamp} | WARNING | clipscale: {text}\n")
+        f.write(f"{when} | WARNING | clipscale: {text}\n")
 
 
 def _mfu(spec: RunSpec, samples_per_s: float | None, ranks: int, device: str) -> float | None:
@@ -550,7 +552,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return stamp("seconds")
 
 
 def versions() -> dict[str, str]:

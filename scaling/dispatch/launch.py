@@ -18,13 +18,14 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
+from scaling.clock import db_now, db_time
 from scaling.dispatch.backends import Backend, Dep, backend_for, jobs_root, owner, owner_gone
 from scaling.dispatch.retire import retire
 from scaling.errors import ClipscaleError
@@ -72,10 +73,6 @@ class LaunchReport:
         return sum(n for _, _, n in self.batches)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def validate(plan: Plan, backend: Backend) -> None:
     """Everything a point needs before anything is submitted, for every point."""
     from scaling.evaluate import check_eval_sets
@@ -94,7 +91,7 @@ def recover(plan: Plan, engine: Engine) -> tuple[int, int]:
     """Settle submissions left by launchers that are gone: adopt the ones the scheduler
     has (and start them), void the others. Returns (adopted, voided)."""
     family = plan.sweep.name
-    now = _now()
+    now = db_now()
     pending = [
         s
         for s in submissions(engine, family, ["intent", "submitted"])
@@ -351,7 +348,7 @@ def _submit(plan: Plan, engine: Engine, backend: Backend, b: NewSubmission, jobs
         raise
     set_submission(engine, b.token, "submitted", job_id, _task_ids(backend, job_id, len(b.point_ids)))
     info = SubmissionInfo(b.token, plan.sweep.name, backend.name, "submitted", job_id, len(b.point_ids),
-                          b.folder, dict(b.resources), "", _now(), b.stage, b.after)  # fmt: skip
+                          b.folder, dict(b.resources), "", db_now(), b.stage, b.after)  # fmt: skip
     if backend.start([info]):
         raise AssertionError(f"submitit left the pickles of {job_id} out of place")
     set_submission(engine, b.token, "released")
@@ -527,11 +524,8 @@ def _ending(p: Followed | None, a: AttemptInfo, st: Any, log: Path, last: Last) 
 
 
 def _before(finished_at: str, started: datetime | None) -> bool:
-    try:
-        when = datetime.fromisoformat(finished_at).astimezone(timezone.utc).replace(tzinfo=None)
-    except ValueError:
-        return False
-    return started is not None and when < started
+    when = db_time(finished_at)
+    return started is not None and when is not None and when < started
 
 
 def _never_ran(p: Followed | None, a: AttemptInfo, last: Last) -> dict[str, Any]:
@@ -611,7 +605,7 @@ def _summarize(
     counts: dict[str, int] = {}
     spent: dict[str, float] = {}
     failures = []
-    now = _now()
+    now = db_now()
     for pid, f in points.items():
         st = states[pid]
         status = "not submitted" if st.status == "planned" else st.status
@@ -675,7 +669,7 @@ def cancel(plan: Plan, engine: Engine, point_ids: Sequence[str] = ()) -> int:
             by_sub.setdefault(a.submission, []).append(a)
     for token, attempts in by_sub.items():
         backend_for(plan, subs[token].launcher).cancel(subs[token], [a.array_index or 0 for a in attempts])
-    now = _now()
+    now = db_now()
     update_attempts(
         engine,
         [

@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from scaling.clock import db_now, db_time
 from scaling.errors import ClipscaleError
 from scaling.files import write_atomic
 
@@ -190,7 +191,7 @@ def _read_state(folder: Path, index: int) -> LocalState | None:
         raw = json.loads((folder / f"{index}.state").read_text())
     except (OSError, ValueError):
         return None
-    return LocalState(raw["state"], raw.get("node"), _time(raw.get("started")), _time(raw.get("ended")),
+    return LocalState(raw["state"], raw.get("node"), db_time(raw.get("started")), db_time(raw.get("ended")),
                       raw.get("reason"))  # fmt: skip
 
 
@@ -198,14 +199,6 @@ def _read_pids(folder: Path, index: int) -> list[int]:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return [int(p) for p in json.loads((folder / f"{index}.state").read_text())["pids"]]
     return []
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text).replace(tzinfo=None) if text else None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _write_state(folder: Path, index: int, state: str, ended: bool = False, **extra: Any) -> None:
@@ -216,7 +209,7 @@ def _write_state(folder: Path, index: int, state: str, ended: bool = False, **ex
         return  # cancelled stays cancelled
     new = {**old, **extra, "state": state, "node": socket.gethostname()}
     if ended:
-        new["ended"] = _now()
+        new["ended"] = db_now().isoformat(timespec="seconds")
     write_atomic(folder / f"{index}.state", json.dumps(new) + "\n")
 
 
@@ -343,7 +336,13 @@ def _run_ranks(folder: Path, index: int, ranks: int, width: int, devices: Sequen
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 env={**env, "RANK": str(r), "LOCAL_RANK": str(r)} if ranks > 1 else env,
             )  # fmt: skip
-    _write_state(folder, index, "running", pids=[p.pid for p in procs.values()], started=_now())
+    _write_state(
+        folder,
+        index,
+        "running",
+        pids=[p.pid for p in procs.values()],
+        started=db_now().isoformat(timespec="seconds"),
+    )
     return {r: p.wait() for r, p in procs.items()}
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from scaling.clock import db_time
 from scaling.errors import ClipscaleError, first_line
 from scaling.resources import Resources, SlurmSettings
 
@@ -370,7 +371,5 @@ def _tasks(job: str) -> list[str]:
 
 
 def _time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:  # "Unknown", "None"
-        return None
+    # sacct prints the cluster's local time, without a zone; the store keeps UTC.
+    return db_time(text, naive_is_local=True)

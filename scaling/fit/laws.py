@@ -8,13 +8,13 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scaling.clock import db_now
 from scaling.errors import ClipscaleError
 from scaling.fit.audit import Audit, Choice, audit, choose, compute_cut
 from scaling.fit.decide import Decision, Side, decide, scale_keys
@@ -477,10 +477,6 @@ def decision_of(a: Fitted, b: Fitted) -> Decision | str:
 # ---------------------------------------------------------------- history
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def _selection(f: Fitted) -> str:
     return json.dumps(sorted(f.filters))
 
@@ -511,7 +507,7 @@ def record_fit(engine: Engine, fitted: Fitted, trigger: str = "fit") -> bool:
         if last is not None and tuple(last) == (row["inputs"], row["method"], row["bins"], row["n_boot"],
                                                 row["level"]):  # fmt: skip
             return False
-        conn.execute(sa.insert(Fit).values(**row, fitted_at=_now()))
+        conn.execute(sa.insert(Fit).values(**row, fitted_at=db_now()))
         return True
 
     return transaction(engine, work)

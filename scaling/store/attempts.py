@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from scaling.clock import db_now
 from scaling.store import state
 from scaling.store.db import transaction
-from scaling.store.ingest import _family, _now
+from scaling.store.ingest import _family
 from scaling.store.models import ACTIVE_STATES, Attempt, Family, FamilyPoint, Point, Submission
 from scaling.store.state import FAILURES, RESULTS
 
@@ -137,7 +138,7 @@ def launched_points(conn: Connection, family: str) -> list[tuple[str, float | No
 
 def add_submissions(conn: Connection, family: str, batches: Sequence[NewSubmission], owner: str) -> None:
     """Record batches as ``intent``, each of their points as a ``submitting`` attempt."""
-    now = _now()
+    now = db_now()
     for b in batches:
         conn.execute(
             sa.insert(Submission).values(
@@ -206,7 +207,7 @@ def set_submission(
     their task ids and become ``pending``), or ``void`` (so do its attempts)."""
 
     def work(conn: Connection) -> None:
-        now = _now()
+        now = db_now()
         values: dict[str, Any] = {"state": to, "updated_at": now}
         if job_id is not None:
             values["job_id"] = job_id
@@ -239,7 +240,7 @@ def update_attempts(engine: Engine, changes: Sequence[Mapping[str, Any]]) -> Non
         return
 
     def work(conn: Connection) -> None:
-        now = _now()
+        now = db_now()
         for c in changes:
             values = {k: v for k, v in c.items() if k not in ("key", "point_id")}
             conn.execute(

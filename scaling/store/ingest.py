@@ -12,13 +12,14 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from scaling.clock import db_now, db_time
 from scaling.errors import ClipscaleError
 from scaling.modeltypes import trained_type
 from scaling.outcome import POINT_FILE, STATUSES, Outcome, read_outcome
@@ -82,10 +83,6 @@ def trajectory_columns(config: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def upsert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]], keys: Sequence[str],
            update: Sequence[str] = ()) -> None:  # fmt: skip
     """INSERT … ON CONFLICT DO UPDATE (or NOTHING) on SQLite and PostgreSQL."""
@@ -108,7 +105,7 @@ def upsert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]], keys: S
 
 
 def _family(conn: Connection, name: str, kind: str, description: str) -> None:
-    row = {"name": name, "kind": kind, "description": description, "created_at": _now()}
+    row = {"name": name, "kind": kind, "description": description, "created_at": db_now()}
     upsert(conn, Family, [row], ["name"])
     existing = conn.execute(sa.select(Family.kind).where(Family.name == name)).scalar_one()
     if existing != kind:
@@ -119,7 +116,7 @@ def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_stat
             throughput: bool = False) -> None:  # fmt: skip
     """Upsert points; their status only where ``keep_status`` is false (imported tables: a
     run's status is ``state``'s to write), their throughput only if ``throughput``."""
-    now = _now()
+    now = db_now()
     columns = ["model", "data", "samples_seen", "gmacs_per_sample", "compute_gmacs", "source", "config",
                "updated_at", "schedule", "trunk", "cooldown", "from_checkpoint", "params", "data_size",
                "no_compute", "model_type", *(["samples_per_s", "mfu"] if throughput else [])]  # fmt: skip
@@ -202,16 +199,9 @@ def _attempt(run_dir: Path, outcome: Outcome) -> dict[str, Any]:
     return {
         "point_id": outcome.id, "key": f"local:{outcome.started_at}", "launcher": "local", "job_id": None,
         "array_index": None, "state": outcome.status, "node": outcome.host or None,
-        "started_at": _time(outcome.started_at), "ended_at": _time(outcome.finished_at),
+        "started_at": db_time(outcome.started_at), "ended_at": db_time(outcome.finished_at),
         "exit_reason": outcome.error, "log_path": str(run_dir / "out.log"),
     }  # fmt: skip
-
-
-def _time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text).astimezone(timezone.utc).replace(tzinfo=None) if text else None
-    except ValueError:
-        return None
 
 
 _STILL_ACTIVE = ""
@@ -274,7 +264,7 @@ def ingest_run(
         # The newest outcome's metrics replace the point's old ones as a whole.
         conn.execute(sa.delete(Metric).where(Metric.point_id == point.id))
         upsert(conn, Metric, metrics, ["point_id", "dataset", "metric"], ["value", "reason"])
-        state.refresh(conn, [point.id], _now())
+        state.refresh(conn, [point.id], db_now())
 
     transaction(engine, work)
     return point.id
