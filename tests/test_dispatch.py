@@ -45,13 +45,11 @@ def test_launch_returns_at_once_then_status_ingests_and_rerun_submits_nothing(
 ) -> None:
     p = make_plan(tmp_path, world)
     engine = connect(f"sqlite:///{tmp_path / 'r.db'}")
-    started = time.monotonic()
     report = launch(p, engine)
     assert report.submitted == 2 and len(report.batches) == 1
     # Launching returned while the points are still to train (a run takes seconds).
     first = reconcile(p, engine)
     assert first.active == 2, first.counts
-    assert time.monotonic() - started < 60
     summary = wait_done(p, engine)
     assert summary.counts == {"succeeded": 2}, summary
     frame = runs(str(engine.url), "sweep=disp")
