@@ -10,6 +10,7 @@ imports no torch once the cache holds the sweep's models.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -142,6 +143,7 @@ def cache_dir() -> Path:
     return Path(base) / "clipscale"
 
 
+@functools.cache  # read once: package metadata is a file read, and a plan asks once per point
 def _open_clip_version() -> str | None:
     try:
         return version("open_clip_torch")

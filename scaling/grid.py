@@ -118,12 +118,14 @@ def _coordinates(spec: SweepSpec) -> list[dict[str, Any]]:
     names = [k for k, _ in spec.axes]
     grid = [dict(zip(names, combo, strict=True)) for combo in product(*(v for _, v in spec.axes))]
     kept = [c for c in grid if not any(matches(rule, c, spec.train) for rule in spec.exclude)]
+    seen = {_key(c) for c in kept}  # an include that repeats a point adds nothing
     axes = dict(spec.axes)
     for entry in spec.include:
         keys = [k for k in AXIS_KEYS if k in entry or k in axes]
         for combo in product(*(entry.get(k, axes.get(k, ())) for k in keys)):
             coords = dict(zip(keys, combo, strict=True))
-            if coords not in kept:
+            if _key(coords) not in seen:
+                seen.add(_key(coords))
                 kept.append(coords)
     if not kept:
         raise ClipscaleError(
@@ -131,6 +133,10 @@ def _coordinates(spec: SweepSpec) -> list[dict[str, Any]]:
             f"({len(grid)} of {len(grid)} points excluded)"
         )
     return kept
+
+
+def _key(coords: Mapping[str, Any]) -> frozenset[tuple[str, Any]]:
+    return frozenset(coords.items())
 
 
 def _settings(spec: SweepSpec, coords: Mapping[str, Any]) -> TrainSettings:
