@@ -63,7 +63,8 @@ def main() -> None:
     figures = {
         "wide_points": n_wide, "wide_plan_s": round(wide_s, 3), "target_s": 1.0,
         "paper_points": n_paper, "paper_plan_s": round(paper_s, 3),
-        "hot_spots": hot_spots(WIDE), "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "hot_spots": hot_spots(WIDE), "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
     }  # fmt: skip
     print(
         f"{n_wide:,} points: {wide_s:.2f} s (best of {args.repeats}); paper {n_paper} points: {paper_s:.2f} s"
