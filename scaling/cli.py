@@ -27,6 +27,10 @@ def _one_line_errors(fn: F) -> F:
         except ClipscaleError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # a file or folder it was told to use: one line, no traceback
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}", err=True)
+            sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
 
@@ -602,7 +606,7 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
     from scaling.tables import print_fit_history, print_fits
 
     filters, options = _split_args(args, (*_FIT_KEYS, "group"))
-    engine = connect(db)
+    engine = connect(db, must_exist=True)
     chosen = _metric(options, required=False)
     if history:
         family = laws.family_of(parse_filters(filters))
@@ -729,7 +733,7 @@ def predict_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
     from scaling.tables import print_predictions
 
     filters, options = _split_args(args, (*_FIT_KEYS, *_TARGET_KEYS))
-    engine = connect(db)
+    engine = connect(db, must_exist=True)
     dataset, metric = _metric(options, required=True) or ("", "")
     targets = _targets(options)
     fitted = laws.fit(engine, filters, dataset, metric, _settings(options))
@@ -845,7 +849,7 @@ def compare_(args: tuple[str, ...], a_filters: tuple[str, ...], b_filters: tuple
 
     filters, options = _split_args(args, _FIT_KEYS)
     dataset, metric = _metric(options, required=True) or ("", "")
-    engine, settings = connect(db), _settings(options)
+    engine, settings = connect(db, must_exist=True), _settings(options)
 
     def side(extra: Sequence[str]) -> Any:
         names = [f for f in extra if f.startswith(("family=", "sweep="))]
@@ -880,7 +884,7 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
     filters, options = _split_args(args, (*_FIT_KEYS, "out", "metrics", "predict", "group", "overlay"))
     if not options.get("out"):
         raise ClipscaleError("where to write: out=DIR")
-    engine = connect(db)
+    engine = connect(db, must_exist=True)
     family = laws.family_of(parse_filters(filters))
     metrics = _report_metrics(engine, filters, options.get("metrics", ""))
     groups = _groups(engine, filters, options.get("group", "source"))

@@ -305,6 +305,8 @@ def _bad_tables(tmp_path: Path) -> dict[str, Path]:
         ("worse", ["noise=loud"], "noise='loud' is not a number"),
         ("worse", ["noise=-0.01"], "noise=-0.01: the seed noise is a standard deviation of log10 error"),
         ("worse", ["group=colour"], "group='colour': use source, data, model_type, all"),
+        ("worse", ["seed=-1"], "seed must be a whole number in [0, 2^32), got -1"),
+        ("worse", ["level=2"], "level in (0, 1)"),
     ],
 )
 @pytest.mark.parametrize("command", ["fit", "report"])
@@ -323,6 +325,29 @@ def test_bad_input_is_one_line_and_writes_no_plot(
     assert out.stderr.startswith("error: ") and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "family=worse", "out=/proc/clipscale-report"],  # a folder that cannot be made
+        ["runs", "family=worse", "--format", "csv", "--output", "/proc/clipscale-runs.csv"],
+    ],
+)
+def test_an_output_that_cannot_be_written_is_one_line(bad_store: Path, args: list[str]) -> None:
+    out = cli(args, bad_store)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: /proc/clipscale-") and "No such file or directory" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_reading_commands_create_no_store(tmp_path: Path) -> None:
+    # A failed command creates no file: asking an empty folder for runs or a law is one line.
+    for args in (["runs", "family=x"], ["fit", "family=x", "boot=-5"], ["report", "family=x", "out=r"],
+                 ["predict", "family=x", "compute=1e9"]):  # fmt: skip
+        out = cli(args, tmp_path)
+        assert out.returncode == 2 and "no results store at" in out.stderr, (args, out.stderr)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_runs_of_equal_error_give_a_flat_law_that_is_recorded(tmp_path: Path) -> None:

@@ -68,6 +68,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.bins < 1 or self.n_boot < 0 or not 0 < self.level < 1 or not self.delta > 0:
             raise ClipscaleError("bins must be ≥ 1, boot ≥ 0, level in (0, 1) and delta > 0")
+        if not 0 <= self.seed < 2**32:  # numpy's generators take no negative seed
+            raise ClipscaleError(f"seed must be a whole number in [0, 2^32), got {self.seed}")
         if not 0 <= self.noise < 1:
             raise ClipscaleError(
                 f"noise={self.noise:g}: the seed noise is a standard deviation of log10 error, in [0, 1)"

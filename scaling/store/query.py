@@ -219,7 +219,7 @@ def runs(url: str | None = None, *filters: str, engine: Engine | None = None) ->
 
     from scaling.store.db import connect
 
-    engine = engine or connect(url)
+    engine = engine or connect(url, must_exist=True)
     rows, metrics = fetch(engine, parse_filters(filters))
     frame = pd.DataFrame(rows, columns=list(POINT_COLUMNS))
     if metrics:
