@@ -301,6 +301,37 @@ def test_200_concurrent_writers_lose_nothing(url: str, tmp_path: Path) -> None:
     assert counts(url) == {"points": 200, "family_points": 200, "attempts": 200, "metrics": 400}
 
 
+def test_a_reader_does_not_wait_for_a_writer(url: str, tmp_path: Path) -> None:
+    """A query reads while a writer holds its transaction open: the reader sees the store as
+    it was before the write and finishes first (it would otherwise wait for the lock)."""
+    import threading
+
+    from scaling.store.db import transaction
+
+    engine = connect(url)
+    ingest_run(engine, make_run(tmp_path / "runs", 1), "toy")
+    holding, reader_done = threading.Event(), threading.Event()
+    finished_while_held: list[bool] = []
+
+    def writer() -> None:
+        def work(conn: sa.Connection) -> None:
+            conn.execute(sa.update(Point).values(status="failed"))
+            holding.set()
+            finished_while_held.append(reader_done.wait(timeout=30))
+
+        transaction(engine, work)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(timeout=30)
+    frame = runs(url, "sweep=toy", engine=engine)
+    reader_done.set()
+    thread.join()
+    assert finished_while_held == [True]
+    assert list(frame["status"]) == ["succeeded"]  # the snapshot from before the write
+    assert list(runs(url, "sweep=toy", engine=engine)["status"]) == ["failed"]
+
+
 def test_corrupt_and_foreign_databases_are_refused(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(os.urandom(4096))

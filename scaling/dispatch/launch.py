@@ -48,7 +48,7 @@ from scaling.store.attempts import (
     submissions,
     update_attempts,
 )
-from scaling.store.db import transaction
+from scaling.store.db import read
 from scaling.sync import planned_rows
 from scaling.train import run_dir
 
@@ -161,7 +161,7 @@ class Followed:
 def followed(plan: Plan, engine: Engine) -> dict[str, Followed]:
     root = Path(plan.sweep.runs_root)
     out = {p.point.id: _planned(root, p) for p in plan.points}
-    for pid, gmacs, config in transaction(engine, lambda conn: launched_points(conn, plan.sweep.name)):
+    for pid, gmacs, config in read(engine, lambda conn: launched_points(conn, plan.sweep.name)):
         if pid not in out:
             ranks = int((config.get("train") or {}).get("gpus") or 1)
             traj = config.get("trajectory") or {}
@@ -377,7 +377,7 @@ def _dependencies(
     if b.stage != TRAIN:
         return [[] for _ in b.point_ids]
     by_id = {p.point.id: p.point for p in plan.points}
-    history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
+    history = read(engine, lambda conn: attempts_of(conn, plan.sweep.name))
     subs = {s.token: s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])}
     out: list[list[Dep]] = []
     for pid in b.point_ids:
@@ -395,7 +395,7 @@ def _repair_evaluations(plan: Plan, engine: Engine, backend: Backend) -> None:
     training without one: submit it now, task for task."""
     subs = submissions(engine, plan.sweep.name, ["intent", "submitted", "released"])
     paired = {s.after for s in subs if s.stage == EVAL}
-    history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
+    history = read(engine, lambda conn: attempts_of(conn, plan.sweep.name))
     active = {a.submission for h in history.values() for a in h if a.state in ACTIVE}
     alone = [s for s in subs if s.stage == TRAIN and s.token in active and s.token not in paired]
     ids = {(a.submission, a.array_index): pid for pid, h in history.items() for a in h}
@@ -444,7 +444,7 @@ def _reconcile(
     family = plan.sweep.name
     record_points(engine, family, planned_rows(plan), description=plan.sweep.description)
     adopted, voided = recover(plan, engine)
-    history = transaction(engine, lambda conn: attempts_of(conn, family))
+    history = read(engine, lambda conn: attempts_of(conn, family))
     live = [a for h in history.values() for a in h if a.state in ACTIVE and a.submission]
     subs = {s.token: s for s in submissions(engine, family, ["submitted", "released"])}
     wanted = [subs[t] for t in sorted({a.submission for a in live if a.submission in subs})]
@@ -599,7 +599,7 @@ def _summarize(
 ) -> tuple[Summary, dict[str, state.PointState]]:
     """``summarize``, also returning each point's state."""
     points = points if points is not None else followed(plan, engine)
-    history = transaction(engine, lambda conn: attempts_of(conn, plan.sweep.name))
+    history = read(engine, lambda conn: attempts_of(conn, plan.sweep.name))
     subs = {s.token: s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])}
     states = point_states(points, history)
     counts: dict[str, int] = {}
@@ -655,7 +655,7 @@ def cancel(plan: Plan, engine: Engine, point_ids: Sequence[str] = ()) -> int:
     if unknown:
         raise ClipscaleError(f"sweep {family} has no point {unknown[0]!r}")
     recover(plan, engine)
-    history = transaction(engine, lambda conn: attempts_of(conn, family))
+    history = read(engine, lambda conn: attempts_of(conn, family))
     targets = [  # a point's training and its evaluation waiting for it
         a
         for pid, h in history.items()

@@ -25,7 +25,7 @@ from scaling.fit.suggest import Candidate, Suggestion, suggest
 from scaling.fit.surface import Surface, fit_surface
 from scaling.modeltypes import MODEL_TYPES
 from scaling.outcome import json_safe
-from scaling.store.db import transaction
+from scaling.store.db import read, transaction
 from scaling.store.models import Fit
 from scaling.store.query import Condition, Filters, fetch, parse_filters
 from scaling.units import format_count
@@ -525,7 +525,7 @@ def history(
     if metric:
         where.append(Fit.metric == metric)
     q = sa.select(*Fit.__table__.columns).where(*where).order_by(Fit.fitted_at, Fit.id)
-    return transaction(engine, lambda conn: [dict(r._mapping) for r in conn.execute(q)])
+    return read(engine, lambda conn: [dict(r._mapping) for r in conn.execute(q)])
 
 
 # ---------------------------------------------------------------- studies (what a report shows)

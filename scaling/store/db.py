@@ -49,7 +49,9 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A writer takes the write lock at once (no deadlock upgrading a read lock later); a
+        # reader's deferred BEGIN reads a WAL snapshot and never waits for a writer.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ) else "BEGIN IMMEDIATE")
 
 
 def connect(url: str | None = None, migrate: bool = True, must_exist: bool = False) -> Engine:
@@ -134,6 +136,14 @@ def _errors(engine: Engine, retry_locks: bool = False) -> Iterator[None]:
         raise ClipscaleError(
             f"{redact(str(engine.url))} is not a usable clipscale database: {first_line(e)}"
         ) from None
+
+
+_READ = "clipscale_read_only"
+
+
+def read(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run ``work``, which only reads, in one transaction that does not queue behind writers."""
+    return transaction(engine.execution_options(**{_READ: True}), work)
 
 
 def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = 20) -> T:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
-from scaling.store.db import transaction
+from scaling.store.db import read
 from scaling.store.models import Family, FamilyPoint, Metric, Point
 from scaling.units import parse_count
 
@@ -168,7 +168,7 @@ def fetch(
             metrics.extend((r[0], r[1], r[2], r[3]) for r in conn.execute(q))
         return rows, metrics
 
-    return transaction(engine, work)
+    return read(engine, work)
 
 
 IN_SLICE = 5000
@@ -189,7 +189,7 @@ def existing(engine: Engine, ids: Sequence[str]) -> set[str]:
             found.update(conn.execute(sa.select(Point.id).where(Point.id.in_(chunk))).scalars())
         return found
 
-    return transaction(engine, work)
+    return read(engine, work)
 
 
 def configs(engine: Engine, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -207,7 +207,7 @@ def configs(engine: Engine, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
                 out[pid] = loaded if isinstance(loaded, dict) else {}
         return out
 
-    return transaction(engine, work)
+    return read(engine, work)
 
 
 def runs(url: str | None = None, *filters: str, engine: Engine | None = None) -> Any:
