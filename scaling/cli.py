@@ -456,16 +456,18 @@ def runs(filters: tuple[str, ...], db: str | None, fmt: str, output: str | None)
     FILTERS: family=paper sweep=toy status=succeeded 'model=[ViT-B-32,ViT-L-14]'
     data=LAION-2B samples_seen>=3B imagenet1k/acc1>0.6 ...
     """
-    from scaling.store import runs as query
-
     if fmt == "parquet" and not output:
         raise ClipscaleError("--format parquet writes a binary file: give it with --output FILE")
-    frame = query(db, *filters)
     if fmt == "table":
+        from scaling.store.db import connect
+        from scaling.store.query import table
         from scaling.tables import print_runs
 
-        print_runs(frame)
+        print_runs(*table(connect(db, must_exist=True), filters))
         return
+    from scaling.store import runs as query
+
+    frame = query(db, *filters)
     if fmt == "parquet":
         frame.to_parquet(output, index=False)
         return

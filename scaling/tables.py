@@ -139,25 +139,25 @@ def print_outcome(outcome: Outcome, directory: Path, console: Console | None = N
     console.print(f"run directory: {directory}")
 
 
-def print_runs(frame: Any, console: Console | None = None, metric_columns: int = 6) -> None:
-    """Stored runs as a table; wide metric sets are cut, with a hint to export them."""
-    from scaling.store.query import POINT_COLUMNS
-
+def print_runs(
+    metrics: list[str], rows: list[dict[str, Any]], console: Console | None = None, metric_columns: int = 6
+) -> None:
+    """Stored runs (``query.table``) as a table; wide metric sets are cut, with a hint to
+    export them."""
     console = console or _console()
-    metrics = [c for c in frame.columns if c not in POINT_COLUMNS]
     shown = metrics[:metric_columns]
-    table = Table(title=f"{len(frame)} runs")
-    errors = "error" in frame.columns and frame["error"].notna().any()
+    table = Table(title=f"{len(rows)} runs")
+    errors = any(r.get("error") for r in rows)
     for column in ("id", "family", "model", "data", "samples_seen", "compute_gmacs", "status", *shown,
                    *(["error"] if errors else [])):  # fmt: skip
         left = column in ("id", "family", "model", "data", "status", "error")
         table.add_column(column, justify="left" if left else "right", no_wrap=column == "id")
-    for row in frame.to_dict("records"):
+    for row in rows:
         head = [str(row[c]) for c in ("id", "family", "model", "data")]
         seen = "?" if row["samples_seen"] is None else format_count(row["samples_seen"])
         tail = [seen, _number(row["compute_gmacs"]), str(row["status"])]
         why = [str(row["error"] or "")[:300]] if errors else []
-        table.add_row(*head, *tail, *(_number(row[c]) for c in shown), *why)
+        table.add_row(*head, *tail, *(_number(row.get(c)) for c in shown), *why)
     if len(metrics) > len(shown):
         table.caption = f"{len(metrics) - len(shown)} more metric columns: use --format csv, json or parquet"
     console.print(table)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import minimize
 
 from scaling.errors import ClipscaleError
 
@@ -70,6 +69,8 @@ class Solution:
 
 def local(problem: Problem, start: Array, tight: bool = False) -> tuple[Array, float, bool, str]:
     """One L-BFGS-B run (scipy's default tolerances, as Epoch ran it; ``tight`` polishes)."""
+    from scipy.optimize import minimize  # here: a power law's OLS fit needs no scipy at all
+
     options = {"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20000} if tight else {"maxiter": 15000}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         r = minimize(problem.objective, start, jac=True, method="L-BFGS-B", bounds=problem.bounds,

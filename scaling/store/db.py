@@ -84,6 +84,8 @@ def connect(url: str | None = None, migrate: bool = True, must_exist: bool = Fal
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest revision; refuse foreign or newer databases."""
+    if _current(engine) == _newest():
+        return  # the common case, without loading alembic and its scripts
     from alembic import command
     from alembic.config import Config
     from alembic.script import ScriptDirectory
@@ -112,6 +114,21 @@ def upgrade(engine: Engine) -> None:
         with engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+
+
+def _newest() -> str:
+    # Revisions are numbered files (0001_initial.py …) in one line of history.
+    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def _current(engine: Engine) -> str | None:
+    """The store's revision; None where it has none or cannot say (the full check then
+    explains)."""
+    try:
+        with engine.connect() as conn:
+            return _revision(conn)
+    except DatabaseError:
+        return None
 
 
 def _revision(conn: Connection) -> str | None:

@@ -210,6 +210,17 @@ def configs(engine: Engine, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     return read(engine, work)
 
 
+def table(engine: Engine, filters: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The metric columns (``dataset/metric``, sorted) and one dict per point (and family)
+    with them: what `scaling runs` prints, without pandas (which takes 0.3 s to import)."""
+    rows, metrics = fetch(engine, parse_filters(filters))
+    values: dict[str, dict[str, Any]] = {}
+    for pid, dataset, metric, value in metrics:
+        values.setdefault(pid, {}).setdefault(f"{dataset}/{metric}", value)
+    columns = sorted({c for v in values.values() for c in v})
+    return columns, [{**r, **values.get(r["id"], {})} for r in rows]
+
+
 def runs(url: str | None = None, *filters: str, engine: Engine | None = None) -> Any:
     """A pandas DataFrame: one row per point (and family), metric columns ``dataset/metric``.
 
