@@ -460,10 +460,11 @@ def runs(filters: tuple[str, ...], db: str | None, fmt: str, output: str | None)
         raise ClipscaleError("--format parquet writes a binary file: give it with --output FILE")
     if fmt == "table":
         from scaling.store.db import connect
-        from scaling.store.query import table
+        from scaling.store.query import parse_filters, table
         from scaling.tables import print_runs
 
-        print_runs(*table(connect(db, must_exist=True), filters))
+        parsed = parse_filters(filters)  # a bad filter is named before any store is opened
+        print_runs(*table(connect(db, must_exist=True), parsed))
         return
     from scaling.store import runs as query
 

@@ -221,12 +221,13 @@ def set_submission(
             rows = conn.execute(
                 sa.select(Attempt.id, Attempt.array_index).where(Attempt.submission == token)
             ).all()
-            for attempt_id, index in rows:
-                conn.execute(
-                    sa.update(Attempt)
-                    .where(Attempt.id == attempt_id, Attempt.state == "submitting")
-                    .values(job_id=task_ids(index or 0), state="pending")
-                )
+            pending = (
+                sa.update(Attempt)
+                .where(Attempt.id == sa.bindparam("b_id"), Attempt.state == "submitting")
+                .values(job_id=sa.bindparam("b_job"), state="pending")
+            )
+            if rows:  # one statement for the array, not one per task
+                conn.execute(pending, [{"b_id": i, "b_job": task_ids(index or 0)} for i, index in rows])
             ids = conn.execute(sa.select(Attempt.point_id).where(Attempt.submission == token)).scalars()
             state.refresh(conn, list(ids), now)
 
@@ -241,13 +242,21 @@ def update_attempts(engine: Engine, changes: Sequence[Mapping[str, Any]]) -> Non
 
     def work(conn: Connection) -> None:
         now = db_now()
+        # One executemany per set of changed columns, not one statement per attempt.
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
         for c in changes:
-            values = {k: v for k, v in c.items() if k not in ("key", "point_id")}
-            conn.execute(
+            groups.setdefault(tuple(sorted(k for k in c if k not in ("key", "point_id"))), []).append(c)
+        for columns, group in groups.items():
+            if not columns:
+                continue
+            stmt = (
                 sa.update(Attempt)
-                .where(Attempt.point_id == c["point_id"], Attempt.key == c["key"])
-                .values(**values)
+                .where(Attempt.point_id == sa.bindparam("b_point"), Attempt.key == sa.bindparam("b_key"))
+                .values({k: sa.bindparam(f"b_{k}") for k in columns})
             )
+            params = [{"b_point": c["point_id"], "b_key": c["key"], **{f"b_{k}": c[k] for k in columns}}
+                      for c in group]  # fmt: skip
+            conn.execute(stmt, params)
         state.refresh(conn, {c["point_id"] for c in changes}, now)
 
     transaction(engine, work)

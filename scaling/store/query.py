@@ -83,7 +83,9 @@ def parse_filters(args: Sequence[str]) -> Filters:
         if key == "checkpoints" and (len(values) != 1 or values[0] not in CHECKPOINTS):
             raise ClipscaleError(f"filter {arg!r}: checkpoints is one of {', '.join(CHECKPOINTS)}")
         conditions.append(Condition(key, op, values))
-    return Filters(tuple(conditions))
+    filters = Filters(tuple(conditions))
+    _where(filters)  # every value read now (a count, a number, a flag): no store needed to say it is bad
+    return filters
 
 
 _TEXT = {"family": FamilyPoint.family, "sweep": FamilyPoint.family, "model": Point.model, "data": Point.data,
@@ -210,10 +212,10 @@ def configs(engine: Engine, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     return read(engine, work)
 
 
-def table(engine: Engine, filters: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+def table(engine: Engine, filters: Filters) -> tuple[list[str], list[dict[str, Any]]]:
     """The metric columns (``dataset/metric``, sorted) and one dict per point (and family)
     with them: what `scaling runs` prints, without pandas (which takes 0.3 s to import)."""
-    rows, metrics = fetch(engine, parse_filters(filters))
+    rows, metrics = fetch(engine, filters)
     values: dict[str, dict[str, Any]] = {}
     for pid, dataset, metric, value in metrics:
         values.setdefault(pid, {}).setdefault(f"{dataset}/{metric}", value)
@@ -230,8 +232,9 @@ def runs(url: str | None = None, *filters: str, engine: Engine | None = None) ->
 
     from scaling.store.db import connect
 
+    parsed = parse_filters(filters)  # a bad filter is named before any store is opened
     engine = engine or connect(url, must_exist=True)
-    rows, metrics = fetch(engine, parse_filters(filters))
+    rows, metrics = fetch(engine, parsed)
     frame = pd.DataFrame(rows, columns=list(POINT_COLUMNS))
     if metrics:
         values = pd.DataFrame(metrics, columns=["id", "dataset", "metric", "value"])
