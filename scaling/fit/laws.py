@@ -27,7 +27,7 @@ from scaling.modeltypes import MODEL_TYPES
 from scaling.outcome import json_safe
 from scaling.store.db import read, transaction
 from scaling.store.models import Fit
-from scaling.store.query import Condition, Filters, fetch, parse_filters
+from scaling.store.query import Condition, Filters, fetch, metric_names, parse_filters
 from scaling.units import format_count
 
 # What a family is fitted on when no metric is named: the paper's headline evaluations
@@ -244,7 +244,8 @@ def load(
     family = family_of(parsed)
     chosen = checkpoints_of(parsed)
     rest = tuple(c for c in parsed.conditions if c.key != "checkpoints")
-    rows, metrics = fetch(engine, Filters((*rest, Condition("status", "=", ("succeeded",)))))
+    succeeded = Filters((*rest, Condition("status", "=", ("succeeded",))))
+    rows, metrics = fetch(engine, succeeded, only=(dataset, metric))
     left_out = sum(1 for r in rows if r["from_checkpoint"]) if chosen == "final" else 0
     if chosen != "all":
         rows = [r for r in rows if bool(r["from_checkpoint"]) == (chosen == "only")]
@@ -252,7 +253,7 @@ def load(
         raise ClipscaleError(f"no succeeded run of family {family} matches {' '.join(filters)}")
     values = {pid: v for pid, d, m, v in metrics if d == dataset and m == metric}
     if not any(values.get(r["id"]) is not None for r in rows):
-        have = sorted({f"{d}/{m}" for _, d, m, _ in metrics if is_primary(m)})
+        have = sorted({f"{d}/{m}" for _, d, m, _ in fetch(engine, succeeded)[1] if is_primary(m)})
         raise ClipscaleError(
             f"no run of family {family} has {dataset}/{metric}"
             + (f" (it has: {', '.join(have[:12])}{', …' if len(have) > 12 else ''})" if have else "")
@@ -349,8 +350,7 @@ def _in_group(filters: Sequence[str], group: Sequence[str]) -> list[str]:
 
 def metrics_of(engine: Engine, filters: Sequence[str], include_all: bool = False) -> list[tuple[str, str]]:
     """The (dataset, metric) pairs a family is fitted on by default."""
-    _, metrics = fetch(engine, parse_filters(filters))
-    have = {(d, m) for _, d, m, v in metrics if v is not None and is_primary(m)}
+    have = {(d, m) for d, m in metric_names(engine, parse_filters(filters)) if is_primary(m)}
     headline = [p for p in HEADLINE if p in have]
     return headline if headline and not include_all else sorted(have)
 
@@ -575,7 +575,7 @@ def groups_of(engine: Engine, filters: Sequence[str], by: str = "source") -> dic
     by data source, {"siglip": ["model_type=siglip"]} by model type."""
     if by not in GROUPINGS:
         raise ClipscaleError(f"group={by!r}: use {', '.join(GROUPINGS)}")
-    rows, _ = fetch(engine, parse_filters(filters))
+    rows, _ = fetch(engine, parse_filters(filters), metrics=False)
     if by == "model_type":
         types = {r["model_type"] for r in rows}
         return {t: [f"model_type={t}"] for t in sorted(types, key=_type_order)}
@@ -601,7 +601,7 @@ def _type_order(model_type: str) -> tuple[int, str]:
 def model_gmacs(engine: Engine, family: str, model: str) -> float:
     """GMACs per sample of ``model``: as the family's runs record it (their median), else
     counted like `scaling plan` counts it (cached; torch is imported only to count)."""
-    rows, _ = fetch(engine, parse_filters([f"family={family}", f"model={model}"]))
+    rows, _ = fetch(engine, parse_filters([f"family={family}", f"model={model}"]), metrics=False)
     found = [r["gmacs_per_sample"] for r in rows if r["gmacs_per_sample"]]
     if found:
         return float(np.median(found))
@@ -701,7 +701,7 @@ def suggest_next(
     """The planned points not run yet (nor running), ranked by how much each narrows the
     interval at ``target`` per GPU-hour; the best that fit in ``budget`` GPU-hours chosen."""
     fitted = fit(engine, filters, dataset, metric, settings)
-    rows, _ = fetch(engine, parse_filters([f"family={fitted.family}"]))
+    rows, _ = fetch(engine, parse_filters([f"family={fitted.family}"]), metrics=False)
     taken = {r["id"] for r in rows if r["status"] != "failed"}
     left = [c for c in candidates if c.id not in taken]
     at = resolve(engine, fitted, target)

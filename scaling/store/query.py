@@ -148,9 +148,11 @@ def _where(filters: Filters) -> list[Any]:
 
 
 def fetch(
-    engine: Engine, filters: Filters = Filters()
+    engine: Engine, filters: Filters = Filters(), only: tuple[str, str] | None = None, metrics: bool = True
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str, Any]]]:
-    """Point rows (one per point and family) and their metrics, for the filters."""
+    """Point rows (one per point and family) and their metrics, for the filters; with
+    ``only`` (dataset, metric), that metric alone (a law needs one of a family's many), and
+    without ``metrics`` none (the points are all that is asked)."""
     columns = [FamilyPoint.family, *(getattr(Point, c) for c in POINT_COLUMNS if c != "family")]
     points = (
         sa.select(*columns)
@@ -161,14 +163,40 @@ def fetch(
 
     def work(conn: sa.Connection) -> tuple[list[dict[str, Any]], list[tuple[str, str, str, Any]]]:
         rows = [dict(r._mapping) for r in conn.execute(points)]
-        ids = sorted({r["id"] for r in rows})
-        metrics: list[tuple[str, str, str, Any]] = []
+        ids = sorted({r["id"] for r in rows}) if metrics else []
+        found: list[tuple[str, str, str, Any]] = []
         for chunk in _slices(ids):
             q = sa.select(Metric.point_id, Metric.dataset, Metric.metric, Metric.value).where(
                 Metric.point_id.in_(chunk)
             )
-            metrics.extend((r[0], r[1], r[2], r[3]) for r in conn.execute(q))
-        return rows, metrics
+            if only is not None:
+                q = q.where(Metric.dataset == only[0], Metric.metric == only[1])
+            found.extend((r[0], r[1], r[2], r[3]) for r in conn.execute(q))
+        return rows, found
+
+    return read(engine, work)
+
+
+def metric_names(engine: Engine, filters: Filters) -> set[tuple[str, str]]:
+    """The (dataset, metric) pairs with a value among the filtered points: one DISTINCT per
+    slice of points, not every metric row."""
+    points = (
+        sa.select(Point.id)
+        .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
+        .where(*_where(filters))
+    )
+
+    def work(conn: sa.Connection) -> set[tuple[str, str]]:
+        ids = sorted(set(conn.execute(points).scalars()))
+        found: set[tuple[str, str]] = set()
+        for chunk in _slices(ids):
+            q = (
+                sa.select(Metric.dataset, Metric.metric)
+                .where(Metric.point_id.in_(chunk), Metric.value.is_not(None))
+                .distinct()
+            )
+            found.update((d, m) for d, m in conn.execute(q))
+        return found
 
     return read(engine, work)
 
