@@ -442,7 +442,7 @@ def _reconcile(
 ) -> tuple[Summary, int, int]:
     """``reconcile``, also returning what ``recover`` adopted and voided."""
     family = plan.sweep.name
-    record_points(engine, family, planned_rows(plan), description=plan.sweep.description)
+    record_points(engine, family, planned_rows(plan), description=plan.sweep.description, new_only=True)
     adopted, voided = recover(plan, engine)
     history = read(engine, lambda conn: attempts_of(conn, family))
     live = [a for h in history.values() for a in h if a.state in ACTIVE and a.submission]

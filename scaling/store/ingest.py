@@ -127,13 +127,23 @@ def _points(conn: Connection, family: str, points: Sequence[PointRow], keep_stat
 
 
 def record_points(
-    engine: Engine, family: str, points: Sequence[PointRow], kind: str = "sweep", description: str = ""
-) -> None:
-    """Register points of a sweep as planned; a point that already has a status keeps it."""
+    engine: Engine, family: str, points: Sequence[PointRow], kind: str = "sweep", description: str = "",
+    new_only: bool = False,
+) -> None:  # fmt: skip
+    """Register points of a sweep as planned; a point that already has a status keeps it.
+    With ``new_only``, points the family already holds are left as they are: a point's id
+    is a hash of what it is, so a status poll has only new points to add, not every row to
+    write again."""
 
     def work(conn: Connection) -> None:
         _family(conn, family, kind, description)
-        _points(conn, family, points, keep_status=True)
+        rows = points
+        if new_only:
+            held = set(
+                conn.execute(sa.select(FamilyPoint.point_id).where(FamilyPoint.family == family)).scalars()
+            )
+            rows = [p for p in points if p.id not in held]
+        _points(conn, family, rows, keep_status=True)
 
     transaction(engine, work)
 
