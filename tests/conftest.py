@@ -161,22 +161,27 @@ train: {{lr: 2.0e-3, warmup: 10, batch_size: 64, gpus: 1, workers: 1, precision:
 """
 
 
-@pytest.fixture(scope="session")
-def toy_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """TOY_GRID's three points trained, evaluated and ingested (sweep ``next.yaml`` and
-    ``results.db`` in the returned directory). tests/test_suggest.py runs a fourth."""
+def trained_sweep(tmp: Path, name: str, template: str, points: int) -> Path:
+    """A toy sweep trained for real: toy-16k written under ``tmp/world``, the sweep
+    ``tmp/{name}.yaml`` from ``template`` (``{root}``, ``{runs}``), launched on this machine
+    and ingested into ``tmp/results.db``; all ``points`` must succeed. Returns ``tmp``."""
     from scaling import toyworld
     from scaling.dispatch import launch
     from scaling.plan import plan
     from scaling.store import connect
 
-    tmp = tmp_path_factory.mktemp("next")
-    world = tmp / "world"
-    toyworld.write_world(world, {"toy-16k": 16000})
-    (tmp / "next.yaml").write_text(TOY_GRID.format(root=world, runs=tmp / "runs"))
-    p = plan(str(tmp / "next.yaml"))
+    toyworld.write_world(tmp / "world", {"toy-16k": 16000})
+    (tmp / f"{name}.yaml").write_text(template.format(root=tmp / "world", runs=tmp / "runs"))
+    p = plan(str(tmp / f"{name}.yaml"))
     engine = connect(f"sqlite:///{tmp / 'results.db'}")
     launch(p, engine)
-    assert wait_done(p, engine, timeout_s=900).counts == {"succeeded": 3}
+    assert wait_done(p, engine, timeout_s=900).counts == {"succeeded": points}
     engine.dispose()
     return tmp
+
+
+@pytest.fixture(scope="session")
+def toy_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TOY_GRID's three points trained, evaluated and ingested (sweep ``next.yaml`` and
+    ``results.db`` in the returned directory). tests/test_suggest.py runs a fourth."""
+    return trained_sweep(tmp_path_factory.mktemp("next"), "next", TOY_GRID, 3)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import REPO, wait_done
+from conftest import REPO, trained_sweep
 from test_fit import cli as _cli
 
 from scaling.store import connect
@@ -100,19 +100,7 @@ finetune: {{samples_seen: 1k, image_size: 32, context_length: 16, lr: 5.0e-4, wa
 
 @pytest.fixture(scope="module")
 def toy_clipa(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scaling import toyworld
-    from scaling.dispatch import launch
-    from scaling.plan import plan
-
-    tmp = tmp_path_factory.mktemp("clipa")
-    toyworld.write_world(tmp / "world", {"toy-16k": 16000})
-    (tmp / "clipa.yaml").write_text(TOY_CLIPA.format(root=tmp / "world", runs=tmp / "runs"))
-    p = plan(str(tmp / "clipa.yaml"))
-    engine = connect(f"sqlite:///{tmp / 'results.db'}")
-    launch(p, engine)
-    assert wait_done(p, engine, timeout_s=900).counts == {"succeeded": 8}
-    engine.dispose()
-    return tmp
+    return trained_sweep(tmp_path_factory.mktemp("clipa"), "clipa", TOY_CLIPA, 8)
 
 
 @pytest.mark.torch

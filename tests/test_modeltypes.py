@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import wait_done
+from conftest import trained_sweep
 from test_fit import cli
 
 from scaling.errors import ClipscaleError
@@ -107,18 +107,7 @@ def test_bad_model_types_are_one_line() -> None:
 
 @pytest.fixture(scope="module")
 def typed_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scaling import toyworld
-    from scaling.dispatch import launch
-
-    tmp = tmp_path_factory.mktemp("types")
-    toyworld.write_world(tmp / "world", {"toy-16k": 16000})
-    (tmp / "types.yaml").write_text(TYPES_SWEEP.format(root=tmp / "world", runs=tmp / "runs"))
-    p = plan(str(tmp / "types.yaml"))
-    engine = connect(f"sqlite:///{tmp / 'results.db'}")
-    launch(p, engine)
-    assert wait_done(p, engine, timeout_s=900).counts == {"succeeded": 9}
-    engine.dispose()
-    return tmp
+    return trained_sweep(tmp_path_factory.mktemp("types"), "types", TYPES_SWEEP, 9)
 
 
 @pytest.mark.torch
