@@ -642,7 +642,7 @@ def _fit_groups(engine: Any, filters: list[str], chosen: tuple[str, str] | None,
     from scaling.fit import laws
     from scaling.tables import print_fits
 
-    groups = _groups(engine, filters, how)
+    groups = laws.groups_of(engine, filters, how)
     results = [r for d, m in ([chosen] if chosen else laws.metrics_of(engine, filters))
                for r in laws.fit_each(engine, filters, d, m, settings, groups)]  # fmt: skip
     fitted = [(r.group, r.fitted) for r in results if r.fitted is not None]
@@ -890,7 +890,7 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
     engine = connect(db, must_exist=True)
     family = laws.family_of(parse_filters(filters))
     metrics = _report_metrics(engine, filters, options.get("metrics", ""))
-    groups = _groups(engine, filters, options.get("group", "source"))
+    groups = laws.groups_of(engine, filters, options.get("group", "source"))
     targets = [_report_target(t) for t in _list(options.get("predict", ""))]
     sections = laws.study(engine, filters, metrics, groups, targets, _settings(options))
     overlay = options.get("overlay")
@@ -921,12 +921,6 @@ def _report_metrics(engine: Any, filters: Sequence[str], text: str) -> list[tupl
             raise ClipscaleError(f"metrics: {item!r} is not DATASET/METRIC")
         chosen.append((dataset, metric))
     return chosen
-
-
-def _groups(engine: Any, filters: Sequence[str], how: str) -> dict[str, list[str]]:
-    from scaling.fit import laws
-
-    return laws.groups_of(engine, filters, how)
 
 
 def _report_target(text: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -92,26 +93,33 @@ def test_migration_from_an_empty_database(url: str) -> None:
     assert counts(url) == {"points": 0, "family_points": 0, "attempts": 0, "metrics": 0}
 
 
-def test_points_recorded_before_trajectories_get_their_schedule(tmp_path: Path) -> None:
-    # A store at schema 0004 (before points said how their axis was trained): upgrading
-    # fills each point's schedule from its resolved config; none is a checkpoint.
+@contextlib.contextmanager
+def old_store(path: Path, revision: str) -> Iterator[sa.Connection]:
+    """A SQLite store migrated only to ``revision``, open in a transaction to add rows to."""
     from alembic import command
     from alembic.config import Config
 
     from scaling.store.db import MIGRATIONS
 
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    engine = sa.create_engine(f"sqlite:///{path}")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0004")
+        command.upgrade(config, revision)
+        yield conn
+    engine.dispose()
+
+
+def test_points_recorded_before_trajectories_get_their_schedule(tmp_path: Path) -> None:
+    # A store at schema 0004 (before points said how their axis was trained): upgrading
+    # fills each point's schedule from its resolved config; none is a checkpoint.
+    with old_store(tmp_path / "old.db", "0004") as conn:
         conn.execute(sa.text(
             "INSERT INTO points (id, model, data, samples_seen, status, source, config, updated_at) VALUES "
             "('a', 'toy-s', 'toy-4k', 4000, 'succeeded', 'run', :config, '2026-01-01 00:00:00'),"
             "('b', 'toy-s', 'toy-4k', 8000, 'succeeded', 'import', '{}', '2026-01-01 00:00:00')"
         ), {"config": json.dumps({"train": {"lr_scheduler": "cosine"}})})  # fmt: skip
-    engine.dispose()
     upgraded = connect(f"sqlite:///{tmp_path / 'old.db'}")
     with upgraded.connect() as conn:
         rows = conn.execute(
@@ -123,17 +131,7 @@ def test_points_recorded_before_trajectories_get_their_schedule(tmp_path: Path) 
 def test_points_recorded_before_model_types_get_theirs_from_the_model_name(tmp_path: Path) -> None:
     # A store at schema 0007: its runs trained CLIP, except published checkpoints whose model
     # says CoCa or SigLIP; `model_type=` then selects them.
-    from alembic import command
-    from alembic.config import Config
-
-    from scaling.store.db import MIGRATIONS
-
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0007")
+    with old_store(tmp_path / "old.db", "0007") as conn:
         for i, model in enumerate(("toy-s", "coca_ViT-B-32", "ViT-B-16-SigLIP")):
             conn.execute(sa.text(
                 "INSERT INTO points (id, model, data, samples_seen, status, source, config, updated_at) "
@@ -143,7 +141,6 @@ def test_points_recorded_before_model_types_get_theirs_from_the_model_name(tmp_p
         conn.execute(
             sa.text("INSERT INTO families VALUES ('published', 'import', '', '2026-01-01 00:00:00')")
         )
-    engine.dispose()
     upgraded = connect(f"sqlite:///{tmp_path / 'old.db'}")
     with upgraded.connect() as conn:
         rows = conn.execute(sa.text("SELECT model, model_type FROM points ORDER BY id")).all()

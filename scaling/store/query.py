@@ -262,12 +262,8 @@ def runs(url: str | None = None, *filters: str, engine: Engine | None = None) ->
 
     parsed = parse_filters(filters)  # a bad filter is named before any store is opened
     engine = engine or connect(url, must_exist=True)
-    rows, metrics = fetch(engine, parsed)
-    frame = pd.DataFrame(rows, columns=list(POINT_COLUMNS))
-    if metrics:
-        values = pd.DataFrame(metrics, columns=["id", "dataset", "metric", "value"])
-        values["column"] = values["dataset"] + "/" + values["metric"]
-        wide = values.pivot_table(index="id", columns="column", values="value", aggfunc="first", dropna=False)
-        wide = wide.reindex(columns=sorted(wide.columns))
-        frame = frame.merge(wide, how="left", left_on="id", right_index=True)
-    return frame.reset_index(drop=True)
+    metrics, rows = table(engine, parsed)
+    frame = pd.DataFrame(rows, columns=[*POINT_COLUMNS, *metrics])
+    if metrics:  # a metric a point lacks, or stored as NULL, is NaN
+        frame[metrics] = frame[metrics].astype(float)
+    return frame
