@@ -11,7 +11,6 @@ of `scaling report`) where they report the same metric.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,51 +90,46 @@ def _tokens(config: Mapping[str, Any]) -> tuple[int | None, int | None]:
 # ---------------------------------------------------------------- the figure
 
 
-def render(v: InverseView) -> tuple[bytes, bytes]:
-    """The view as PNG and SVG bytes: metric against image tokens, and against compute."""
+def figure(v: InverseView) -> Any:
+    """The view's plot (scaling.report renders it): the metric against image tokens, and
+    against compute."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "clipscale"}):
-        fig = Figure(figsize=(11, 4.4), layout="constrained")
-        FigureCanvasAgg(fig)
-        tokens, compute = fig.subplots(1, 2)
-        models = sorted({r.model for r in v.runs}, key=lambda m: _size(v.runs, m))
-        cmap = matplotlib.colormaps["viridis"]
-        colours = {m: cmap(i / max(1, len(models) - 1) * 0.85) for i, m in enumerate(models)}
-        for m in models:
-            for stage, style in ((1, "--"), (2, "-")):
-                mine = [r for r in v.runs if r.model == m and r.stage == stage]
-                _line(
-                    tokens,
-                    [(r.image_tokens, r.value) for r in mine],
-                    colours[m],
-                    style,
-                    stage,
-                    f"{m} {_STAGES[stage]}",
-                )
-                _line(
-                    compute, [(r.compute, r.value) for r in mine if r.compute], colours[m], style, stage, None
-                )
-        _overlay(tokens, v)
-        label = f"{v.dataset}/{v.metric}"
-        tokens.set(xscale="log", xlabel="image tokens in pre-training (patches kept + class token)",
-                   ylabel=label,
-                   title="Accuracy against image tokens (CLIPA's inverse scaling)")  # fmt: skip
-        compute.set(xscale="log", xlabel="compute (GMACs): pre-training + fine-tune", ylabel=label,
-                    title="Accuracy against compute")  # fmt: skip
-        counts = sorted({r.image_tokens for r in (*v.runs, *v.published)})
-        tokens.set_xticks(counts, [str(n) for n in counts], minor=False)
-        tokens.xaxis.set_minor_formatter(NullFormatter())
-        tokens.legend(fontsize=7, loc="best")
-        for ax in (tokens, compute):
-            ax.grid(True, which="both", alpha=0.25)
-        png, svg = io.BytesIO(), io.BytesIO()
-        fig.savefig(png, format="png", dpi=150)
-        fig.savefig(svg, format="svg", metadata={"Date": None})
-    return png.getvalue(), svg.getvalue()
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    tokens, compute = fig.subplots(1, 2)
+    models = sorted({r.model for r in v.runs}, key=lambda m: _size(v.runs, m))
+    cmap = matplotlib.colormaps["viridis"]
+    colours = {m: cmap(i / max(1, len(models) - 1) * 0.85) for i, m in enumerate(models)}
+    for m in models:
+        for stage, style in ((1, "--"), (2, "-")):
+            mine = [r for r in v.runs if r.model == m and r.stage == stage]
+            _line(
+                tokens,
+                [(r.image_tokens, r.value) for r in mine],
+                colours[m],
+                style,
+                stage,
+                f"{m} {_STAGES[stage]}",
+            )
+            _line(compute, [(r.compute, r.value) for r in mine if r.compute], colours[m], style, stage, None)
+    _overlay(tokens, v)
+    label = f"{v.dataset}/{v.metric}"
+    tokens.set(xscale="log", xlabel="image tokens in pre-training (patches kept + class token)",
+               ylabel=label,
+               title="Accuracy against image tokens (CLIPA's inverse scaling)")  # fmt: skip
+    compute.set(xscale="log", xlabel="compute (GMACs): pre-training + fine-tune", ylabel=label,
+                title="Accuracy against compute")  # fmt: skip
+    counts = sorted({r.image_tokens for r in (*v.runs, *v.published)})
+    tokens.set_xticks(counts, [str(n) for n in counts], minor=False)
+    tokens.xaxis.set_minor_formatter(NullFormatter())
+    tokens.legend(fontsize=7, loc="best")
+    for ax in (tokens, compute):
+        ax.grid(True, which="both", alpha=0.25)
+    return fig
 
 
 _STAGES = {1: "pre-trained", 2: "fine-tuned"}

@@ -10,7 +10,7 @@ import html
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,8 +64,8 @@ def write_report(
         files[f"{stem}.png"], files[f"{stem}.svg"] = render(section)
     text = markdown_report(sections, stems, title, filters)
     for v in views:
-        stem = re.sub(r"[^A-Za-z0-9._-]", "_", f"{v.dataset}__{v.metric}__tokens")
-        files[f"{stem}.png"], files[f"{stem}.svg"] = clipa.render(v)
+        stem = _safe(f"{v.dataset}__{v.metric}__tokens")
+        files[f"{stem}.png"], files[f"{stem}.svg"] = render_view(v)
         text += "\n" + "\n".join(clipa.markdown(v, f"{stem}.png"))
     files["report.md"] = text.encode()
     files["report.html"] = html_page(title, text).encode()
@@ -77,11 +77,15 @@ def write_report(
     return paths
 
 
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 def _stems(sections: Sequence[Section]) -> list[str]:
     # File names keep to a safe alphabet; two metrics that map to one name get a suffix.
     stems: list[str] = []
     for s in sections:
-        stem = base = re.sub(r"[^A-Za-z0-9._-]", "_", f"{s.dataset}__{s.metric}")
+        stem = base = _safe(f"{s.dataset}__{s.metric}")
         n = 1
         while stem in stems:
             n += 1
@@ -95,9 +99,18 @@ def _stems(sections: Sequence[Section]) -> list[str]:
 
 def render(section: Section) -> tuple[bytes, bytes]:
     """The section's plot as PNG and SVG bytes."""
+    return _bytes(lambda: figure(section))
+
+
+def render_view(view: InverseView) -> tuple[bytes, bytes]:
+    """CLIPA's inverse-scaling view (scaling/clipa.py) as PNG and SVG bytes."""
+    return _bytes(lambda: clipa.figure(view))
+
+
+def _bytes(draw: Callable[[], Figure]) -> tuple[bytes, bytes]:
     # Text stays text in the SVG (searchable, editable for a paper); the hash salt keeps its ids stable.
     with matplotlib.rc_context({"font.size": FONT, "svg.fonttype": "none", "svg.hashsalt": "clipscale"}):
-        fig = figure(section)
+        fig = draw()
         png, svg = io.BytesIO(), io.BytesIO()
         fig.savefig(png, format="png", dpi=150)
         fig.savefig(svg, format="svg", metadata={"Date": None})

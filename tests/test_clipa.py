@@ -155,12 +155,13 @@ def test_an_overlay_without_the_views_metric_is_one_line(toy_clipa: Path, publis
 def test_the_view_draws_clipas_published_points_beside(published: Path, tmp_path: Path) -> None:
     # The published runs are a CLIPA family themselves: their view draws them, compute unknown.
     from scaling import clipa
+    from scaling.report import render_view
 
     cli(tmp_path, "import", str(published), "--format", "clipa", "--family", "clipa-published")
     engine = connect(f"sqlite:///{tmp_path / 'results.db'}")
     v = clipa.view(engine, ["family=clipa-published"], "imagenet1k", "acc1", overlay="clipa-published")
     assert v is not None and len(v.runs) == 22 and len(v.published) == 22
-    png, svg = clipa.render(v)
+    png, svg = render_view(v)
     assert png.startswith(b"\x89PNG") and b"clipa-published fine-tuned (published)" in svg
     text = "\n".join(clipa.markdown(v, "x.png"))
     assert "| CLIPA-v1 L/16 | 17 | 16 | 0.6030 | 0.6780 |" in text
