@@ -46,7 +46,15 @@ typecheck: setup
 test: lint typecheck
 	$(BIN)/pytest
 
-bench: setup
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[train,dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Every benchmark, then one table of their figures with the peers measured beside them:
+# bench/results.md (and bench/results.json).
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/cost_calibration.py
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/fit_bench.py

@@ -13,6 +13,22 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# What the reliability suite (tests/reliability/) tried, printed at the end of every run:
+# faults injected, bad inputs tried, rows lost. Tests add to it with reliability_count.
+_RELIABILITY: dict[str, int] = {}
+
+
+def reliability_count(what: str, n: int = 1) -> None:
+    """Adds n to one of the reliability suite's printed counts ("bad inputs tried", ...)."""
+    _RELIABILITY[what] = _RELIABILITY.get(what, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _RELIABILITY:
+        terminalreporter.section("reliability")
+        for what, n in _RELIABILITY.items():
+            terminalreporter.write_line(f"{what}: {n:,}")
 SHARED = REPO.parent / "shared" / "reference" / "laion-scaling-laws-openclip"
 
 
