@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 class ClipscaleError(Exception):
@@ -23,3 +23,12 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_in(text: str, url: str) -> str:
+    """``text`` (a library's error message) with the password of ``url`` masked wherever it
+    appears: MLflow's HTTP errors, for one, repeat the whole URL they failed on."""
+    password = urlsplit(url).password
+    if not password:
+        return text
+    return text.replace(password, "***").replace(quote(password, safe=""), "***")

@@ -397,6 +397,9 @@ def _section(s: Section, stem: str) -> list[str]:
             "",
             "Runs without this metric, left out: " + ", ".join(f"{g} {n}" for g, n in skipped) + ".",
         ]
+    left = [(g, f.left_out_text) for g, f in s.fits if f.left_out_text]
+    if left:  # diverged runs, and runs of unknown compute: kept in the store, not in the laws
+        lines += ["", "Left out of the laws: " + "; ".join(_cell(f"{g}: {text}") for g, text in left) + "."]
     if s.predictions:
         lines += ["", "### Predictions", "", *_predictions(s)]
     choices = [(g, f.choice) for g, f in s.fits if f.choice is not None]

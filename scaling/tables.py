@@ -302,6 +302,9 @@ def print_fits(fitted: Sequence[Any], console: Console | None = None, groups: Se
                 table.caption += f"\n{f.dataset}/{f.metric}: form {f.choice.form}, {f.choice.reason}"
             if not isinstance(f.law, Law):
                 table.caption += f"\n{f.dataset}/{f.metric}: {_convergence_text(f.law)}"
+        for f in fitted:
+            if f.left_out_text:
+                table.caption += f"\n{f.dataset}/{f.metric}: {f.left_out_text}"
         if fitted[0].left_out or fitted[0].checkpoints != "final":
             table.caption += f"\n{fitted[0].points}"
         sources = fitted[0].sources

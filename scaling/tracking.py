@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import unquote
 
-from scaling.errors import ClipscaleError, first_line, redact
+from scaling.errors import ClipscaleError, first_line, redact, redact_in
 from scaling.outcome import OUTCOME_FILE, POINT_FILE, Outcome, read_outcome
 
 if TYPE_CHECKING:
@@ -172,7 +172,9 @@ def _tracking(uri: str) -> Iterator[tuple[MlflowClient, str]]:
     try:
         yield MlflowClient(tracking_uri=uri), uri
     except (MlflowException, sqlalchemy.exc.SQLAlchemyError, OSError) as e:
-        raise ClipscaleError(f"MLflow tracking at {redact(uri)} failed: {_one_line(e)}") from None
+        raise ClipscaleError(
+            f"MLflow tracking at {redact(uri)} failed: {redact_in(_one_line(e), uri)}"
+        ) from None
     finally:
         logger.setLevel(level)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +32,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("reliability")
         for what, n in _RELIABILITY.items():
             terminalreporter.write_line(f"{what}: {n:,}")
+
+
 SHARED = REPO.parent / "shared" / "reference" / "laion-scaling-laws-openclip"
 
 
@@ -201,3 +206,86 @@ def toy_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """TOY_GRID's three points trained, evaluated and ingested (sweep ``next.yaml`` and
     ``results.db`` in the returned directory). tests/test_suggest.py runs a fourth."""
     return trained_sweep(tmp_path_factory.mktemp("next"), "next", TOY_GRID, 3)
+
+
+# ---------------------------------------------------------------- the one-node dev Slurm
+
+SLURM_SCRIPT = REPO / "launchers" / "slurm-dev-cluster.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[str]:
+    """The dev cluster: reused if one is up, else started here and stopped afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("the one-node Slurm needs root (launchers/slurm-dev-cluster.sh)")
+    if subprocess.run([str(SLURM_SCRIPT), "status"], capture_output=True).returncode == 0:
+        yield _node()
+        return
+    up = subprocess.run([str(SLURM_SCRIPT), "up"], capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stderr[-2000:]
+    try:
+        yield _node()
+    finally:
+        subprocess.run([str(SLURM_SCRIPT), "down"], capture_output=True, timeout=120)
+
+
+def _node() -> str:
+    return subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split()[0]
+
+
+def slurm_sweep(tmp: Path, world: Path, name: str) -> Path:
+    return dispatch_sweep(tmp, world, name, cluster="slurm", samples="256, 384, 512")
+
+
+def slurm_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)  # fmt: skip
+
+
+def queued(names: set[str]) -> list[tuple[str, str, str]]:
+    """(task id, job name, reason) of every queued task of these job names."""
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%r"], capture_output=True, text=True, check=True)
+    rows = [tuple(line.split("|")) for line in out.stdout.splitlines() if line.strip()]
+    return [r for r in rows if r[1] in names]  # type: ignore[misc]
+
+
+def env_for(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CLIPSCALE_CACHE_DIR": str(tmp / "cache"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
+    }
+
+
+@pytest.fixture()
+def drained(slurm_cluster: str) -> Iterator[None]:
+    """The node takes no jobs, so submitted tasks stay queued while we count them."""
+    subprocess.run(
+        ["scontrol", "update", f"NodeName={slurm_cluster}", "State=DRAIN", "Reason=kill-test"], check=True
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(["scontrol", "update", f"NodeName={slurm_cluster}", "State=RESUME"], check=True)
+
+
+# ---------------------------------------------------------------- a throwaway PostgreSQL
+
+POSTGRES_SCRIPT = REPO / "launchers" / "postgres-dev.sh"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server started by the project's own script, stopped by PID after."""
+    # Not under pytest's private temp dir: the server runs as the postgres user.
+    directory = Path(tempfile.mkdtemp(prefix="clipscale-pg.", dir="/tmp"))
+    up = subprocess.run(
+        ["bash", str(POSTGRES_SCRIPT), "up", str(directory)], capture_output=True, text=True, timeout=300
+    )
+    if up.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL did not start: {up.stderr.strip()}")
+        pytest.skip(f"PostgreSQL did not start here: {up.stderr.strip()[-200:]}")
+    url = up.stdout.strip().splitlines()[-1]
+    yield url
+    subprocess.run(["bash", str(POSTGRES_SCRIPT), "down", str(directory)], capture_output=True, timeout=120)

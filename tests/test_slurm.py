@@ -1,15 +1,13 @@
 """Dispatch against a real one-node Slurm (launchers/slurm-dev-cluster.sh): arrays, status
-with sacct, a launcher killed at random moments, a time limit hit and resumed."""
+with sacct, a time limit hit and resumed."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import assert_failed_at_the_next_collective, dispatch_sweep
+from conftest import SLURM_SCRIPT, assert_failed_at_the_next_collective, env_for, queued
+from conftest import slurm_cli as cli
+from conftest import slurm_sweep as sweep_file
 
 from scaling import toyworld
 from scaling.outcome import read_outcome, read_trained
@@ -27,53 +27,6 @@ from scaling.store.models import Attempt, Submission
 from scaling.train import run_dir
 
 pytestmark = [pytest.mark.torch, pytest.mark.slurm]
-
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "launchers" / "slurm-dev-cluster.sh"
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[str]:
-    """The dev cluster: reused if one is up, else started here and stopped afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("the one-node Slurm needs root (launchers/slurm-dev-cluster.sh)")
-    if subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0:
-        yield _node()
-        return
-    up = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=600)
-    assert up.returncode == 0, up.stderr[-2000:]
-    try:
-        yield _node()
-    finally:
-        subprocess.run([str(SCRIPT), "down"], capture_output=True, timeout=120)
-
-
-def _node() -> str:
-    return subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split()[0]
-
-
-def sweep_file(tmp: Path, world: Path, name: str) -> Path:
-    return dispatch_sweep(tmp, world, name, cluster="slurm", samples="256, 384, 512")
-
-
-def cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)  # fmt: skip
-
-
-def queued(names: set[str]) -> list[tuple[str, str, str]]:
-    """(task id, job name, reason) of every queued task of these job names."""
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%r"], capture_output=True, text=True, check=True)
-    rows = [tuple(line.split("|")) for line in out.stdout.splitlines() if line.strip()]
-    return [r for r in rows if r[1] in names]  # type: ignore[misc]
-
-
-def env_for(tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CLIPSCALE_CACHE_DIR": str(tmp / "cache"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
-    }
 
 
 def test_toy_sweep_runs_as_arrays_and_status_watch_ingests_every_point(
@@ -110,82 +63,6 @@ def test_toy_sweep_runs_as_arrays_and_status_watch_ingests_every_point(
     # Array task ids for the array of two, a plain job id for the one point left over.
     assert sorted("_" in job for job, _, _, _ in jobs) == [False] * 2 + [True] * 4
     assert all(node for _, _, _, node in jobs)
-
-
-@pytest.fixture()
-def drained(slurm_cluster: str) -> Iterator[None]:
-    """The node takes no jobs, so submitted tasks stay queued while we count them."""
-    subprocess.run(
-        ["scontrol", "update", f"NodeName={slurm_cluster}", "State=DRAIN", "Reason=kill-test"], check=True
-    )
-    try:
-        yield
-    finally:
-        subprocess.run(["scontrol", "update", f"NodeName={slurm_cluster}", "State=RESUME"], check=True)
-
-
-def test_launcher_killed_at_20_random_moments_submits_every_point_exactly_once(
-    drained: None, world: Path, tmp_path: Path
-) -> None:
-    env = env_for(tmp_path)
-    rng = random.Random(5)
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    engine = connect(db)
-    # How long an unkilled launch takes, so kills land all over it.
-    six = "samples_seen=[256,320,384,448,512,576]"  # 3 arrays of 2 (MaxArraySize)
-    path = sweep_file(tmp_path, world, "probe")
-    assert cli("plan", f"sweep={path}", six, env=env).returncode == 0  # MACs cached, as for a user
-    started = time.monotonic()
-    assert cli("launch", f"sweep={path}", six, "--db", db, env=env).returncode == 0
-    span = time.monotonic() - started
-    voided, settled = [], []
-    for i in range(20):
-        path = sweep_file(tmp_path, world, f"kill{i}")
-        overrides = [six, f"train.seed={i + 1}"]  # new point ids every round (the probe has seed 0)
-        args = [sys.executable, "-m", "scaling.cli", "launch", f"sweep={path}", *overrides, "--db", db]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        # Most of a launch is start-up and validation; the kills favour its submitting end.
-        delay = rng.uniform(0.5 * span, 1.05 * span)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        again = cli("launch", f"sweep={path}", *overrides, "--db", db, env=env)
-        assert again.returncode == 0, again.stderr
-        settled.append(
-            next((line.split(": ")[1] for line in again.stdout.splitlines() if "settled" in line), "-")
-        )
-        assert (
-            cli("status", f"sweep={path}", *overrides, "--db", db, "--no-tracking", env=env).returncode == 0
-        )
-        p = plan(str(path), overrides)
-        ids = {q.point.id for q in p.points}
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(
-                    Attempt.point_id, Attempt.stage, Attempt.state, Attempt.submission, Attempt.array_index
-                ).where(Attempt.point_id.in_(ids))
-            ).all()
-            family = Submission.family == f"kill{i}"
-            subs = dict(conn.execute(sa.select(Submission.token, Submission.state).where(family)).all())
-        live = [r for r in rows if r.state != "void"]
-        # Each point: one training attempt and one evaluation attempt after it, however the
-        # launcher was killed (an evaluation array it never submitted is submitted by the next).
-        for stage in ("train", "eval"):
-            got = sorted(r.point_id for r in live if r.stage == stage)
-            assert got == sorted(ids), f"kill {i} after {delay:.2f} s, {stage}: {rows}"
-        tasks = queued(set(subs))
-        by_point: dict[tuple[str, str], int] = {}
-        where = {(r.submission, r.array_index): (r.point_id, r.stage) for r in live}
-        for task_id, token, reason in tasks:
-            assert subs[token] == "released", f"kill {i}: queued task {task_id} of a {subs[token]} submission"
-            assert reason != "JobHeldUser", f"kill {i}: {task_id} still held"
-            key = where[(token, int(task_id.split("_")[1]))]
-            by_point[key] = by_point.get(key, 0) + 1
-        expected = {(pid, stage): 1 for pid in ids for stage in ("train", "eval")}
-        assert by_point == expected, f"kill {i} after {delay:.2f} s: {tasks}"
-        voided.append(sum(1 for r in rows if r.state == "void"))
-    subprocess.run(["scancel", "--user", "root"], check=False)
-    print(f"launch takes {span:.2f} s; voided attempts after each kill: {voided}; settled: {settled}")
 
 
 def test_time_limit_requeues_both_ranks_and_the_run_resumes_to_the_planned_samples(
@@ -278,10 +155,10 @@ def test_up_takes_down_the_state_a_dead_cluster_left(slurm_cluster: str) -> None
     (stale / ".clipscale-slurm").touch()
     (stale / "pids").mkdir()
     (stale / "pids" / "munged").write_text("999999999 1\n")
-    out = subprocess.run([str(SCRIPT), "up", str(stale)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([str(SLURM_SCRIPT), "up", str(stale)], capture_output=True, text=True, timeout=120)
     assert not stale.exists(), out.stderr
     assert out.returncode == 1 and "a dev cluster is already up" in out.stderr, out.stderr
-    assert subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0
+    assert subprocess.run([str(SLURM_SCRIPT), "status"], capture_output=True).returncode == 0
 
 
 def test_slurm_down_is_one_line(slurm_cluster: str, world: Path, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,24 +23,6 @@ from scaling.store import connect, import_table, ingest_run, runs
 from scaling.store.models import Attempt, FamilyPoint, Metric, Point
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "launchers" / "postgres-dev.sh"
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[str]:
-    """A real PostgreSQL server started by the project's own script, stopped by PID after."""
-    # Not under pytest's private temp dir: the server runs as the postgres user.
-    directory = Path(tempfile.mkdtemp(prefix="clipscale-pg.", dir="/tmp"))
-    up = subprocess.run(
-        ["bash", str(SCRIPT), "up", str(directory)], capture_output=True, text=True, timeout=300
-    )
-    if up.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL did not start: {up.stderr.strip()}")
-        pytest.skip(f"PostgreSQL did not start here: {up.stderr.strip()[-200:]}")
-    url = up.stdout.strip().splitlines()[-1]
-    yield url
-    subprocess.run(["bash", str(SCRIPT), "down", str(directory)], capture_output=True, timeout=120)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -97,12 +97,16 @@ def solve(problem: Problem, grid: Array, top: int | None = None) -> Solution:
     if top is not None and top < len(grid):
         scores = np.array([problem.value(s) for s in grid])
         starts = grid[np.argsort(scores, kind="stable")[:top]]
-    runs = _run(problem, starts)
-    funs = np.array([f for _, f, _, _ in runs])
-    if not np.isfinite(funs).any():
-        raise ClipscaleError(f"the fit did not converge from any of {len(starts)} starting points")
-    best = int(np.argmin(funs))
-    theta, fun, ok, message = local(problem, runs[best][0], tight=True)  # polish: never stop early
+    import scipy.optimize  # noqa: F401 - loaded first: threadpoolctl limits only a loaded BLAS
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # tiny problems: BLAS threads only spin (see one_blas_thread)
+        runs = _run(problem, starts)
+        funs = np.array([f for _, f, _, _ in runs])
+        if not np.isfinite(funs).any():
+            raise ClipscaleError(f"the fit did not converge from any of {len(starts)} starting points")
+        best = int(np.argmin(funs))
+        theta, fun, ok, message = local(problem, runs[best][0], tight=True)  # polish: never stop early
     if not ok or fun > funs[best]:
         theta, fun, ok, message = runs[best]
     reached = int(np.sum(funs <= fun * (1 + REACHED_RTOL) + 1e-300))
@@ -143,7 +147,9 @@ def _run(problem: Problem, starts: Array) -> list[tuple[Array, float, bool, str]
 def one_blas_thread() -> None:
     """For a worker process of a pool of fits: one BLAS thread. OpenBLAS starts a thread per
     core in every process, and their spinning on the other workers' cores made 60 fits on
-    two workers take 210 s instead of 38 s."""
+    two workers take 210 s instead of 38 s. SciPy brings an OpenBLAS of its own, which
+    threadpoolctl limits only once it is loaded: so it is loaded first."""
+    import scipy.optimize  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)

@@ -139,7 +139,20 @@ class Fitted:
     checkpoints: str = "final"  # which points of trajectories: final, all, only (see store.query)
     left_out: int = 0  # constant-LR checkpoints the selection left out
     choice: Any = None  # audit.Choice where the form was chosen by held-out error (form=auto)
-    excluded: tuple[tuple[str, str], ...] = ()  # (run, why) of runs whose compute is not known
+    excluded: tuple[tuple[str, str], ...] = ()  # (run, why): compute not known, or the run diverged
+
+    @property
+    def left_out_text(self) -> str:
+        """The runs left out of the law and why, for people; empty when none was."""
+        if not self.excluded:
+            return ""
+        whys: dict[str, int] = {}
+        for _, why in self.excluded:
+            kind = why.split(":")[0] if why.startswith("diverged") else why
+            whys[kind] = whys.get(kind, 0) + 1
+        first = self.excluded[0]
+        return (f"{len(self.excluded)} runs left out (" + ", ".join(f"{n} {k}" for k, n in whys.items())
+                + f"; e.g. {first[0]}: {first[1]})")  # fmt: skip
 
     @property
     def points(self) -> str:
@@ -275,7 +288,16 @@ def load(
     if not runs and excluded:
         raise ClipscaleError(f"no run of family {family} with {dataset}/{metric} has a known compute "
                              f"({len(excluded)} left out: {excluded[0][0]}: {excluded[0][1]})")  # fmt: skip
-    return runs, skipped, left_out, excluded
+    return runs, skipped, left_out, excluded + _diverged(engine, rest)
+
+
+def _diverged(engine: Engine, rest: tuple[Condition, ...]) -> list[tuple[str, str]]:
+    """The family's runs whose loss became NaN or infinite, with why: kept in the store and
+    left out of its laws, which say so (unless the filters chose the runs' status themselves)."""
+    if any(c.key == "status" for c in rest):
+        return []
+    rows, _ = fetch(engine, Filters((*rest, Condition("status", "=", ("diverged",)))), metrics=False)
+    return [(r["id"], f"diverged: {r['error'] or 'the training loss became NaN or infinite'}") for r in rows]
 
 
 def fit(

@@ -42,7 +42,8 @@ POINT_COLUMNS = (
     "no_compute",
 )
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
-_FILTER = re.compile(r"^(?P<key>[^<>=!]+?)(?P<op>>=|<=|>|<|=)(?P<value>.*)$")
+# DOTALL: a value may hold a newline (a family named so), as any other character.
+_FILTER = re.compile(r"^(?P<key>[^<>=!]+?)(?P<op>>=|<=|>|<|=)(?P<value>.*)$", re.DOTALL)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ def decide(
     last = tries[-1] if tries else None
     result_try = next((t for t in reversed(tries) if t.state in RESULTS), None)
     if result_try is not None:  # a result is final, whatever came after (a cancelled evaluation)
-        return PointState(result_try.state, False, True, stage, count, None)
+        why = result_try.reason if result_try.state == "diverged" else None  # how its loss went
+        return PointState(result_try.state, False, True, stage, count, why)
     if result in RESULTS and (last is None or not _active(last)):  # ended, its attempt not yet told
         return PointState(str(result), False, True, stage, count, None)
     if last is None:
@@ -104,13 +105,13 @@ def tries_of(conn: Connection, point_ids: Iterable[str]) -> dict[str, list[Try]]
 
 
 def refresh(conn: Connection, point_ids: Iterable[str], now: datetime) -> None:
-    """Write ``points.status`` (and ``points.error``, why a failed point failed) of these
+    """Write ``points.status`` (and ``points.error``, why a point failed or diverged) of these
     points from their attempts. Points without one keep theirs (planned, or an imported
     table's)."""
     for pid, tries in tries_of(conn, point_ids).items():
         if tries:
             st = decide(tries)
-            error = st.reason if st.status in FAILURES or st.status == "cancelled" else None
+            error = st.reason if st.status in FAILURES or st.status in ("cancelled", "diverged") else None
             conn.execute(
                 sa.update(Point)
                 .where(
