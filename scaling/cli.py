@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -18,21 +22,60 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _one_line_errors(fn: F) -> F:
-    """Turn library errors into one line on stderr and exit code 2."""
+    """Turn library errors into one line on stderr and exit code 2; a SQLite store the failed
+    command created (results or MLflow) is removed, so a failure leaves no file behind."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        new = [p for p in _sqlite_stores(kwargs) if not p.exists()]
         try:
             return fn(*args, **kwargs)
         except ClipscaleError as e:
+            _remove(new)
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         except OSError as e:  # a file or folder it was told to use: one line, no traceback
+            _remove(new)
             where = f"{e.filename}: " if e.filename else ""
             click.echo(f"error: {where}{e.strerror or e}", err=True)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _sqlite_stores(kwargs: dict[str, Any]) -> list[Path]:
+    """The SQLite files a command with these options may create: its results store (--db)
+    and, unless it does not track, its MLflow store (--tracking-uri)."""
+    from urllib.parse import unquote
+
+    urls = []
+    if "db" in kwargs:
+        urls.append(kwargs["db"] or os.environ.get("CLIPSCALE_DB") or "sqlite:///results.db")  # as db.connect
+    if "tracking_uri" in kwargs and not kwargs.get("no_tracking"):
+        urls.append(kwargs["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
+    prefix = "sqlite:///"
+    return [Path(unquote(u[len(prefix) :].split("?", 1)[0])) for u in urls if u.startswith(prefix)]
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    """Removes the stores a failed command created, if they are still empty: one that holds a
+    family or an MLflow run by now is another process's too, and stays."""
+    for path in paths:
+        if path.exists() and _empty(path):
+            for p in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))):
+                p.unlink(missing_ok=True)
+
+
+def _empty(path: Path) -> bool:
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            held = [t for t in ("families", "runs") if t in tables]  # clipscale's, MLflow's
+            return all(conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] == 0 for t in held)
+    except sqlite3.Error:
+        return False  # not readable as a database: not ours to remove
 
 
 def split_sweep(overrides: Sequence[str], default: str = "toy") -> tuple[str, list[str]]:
@@ -57,7 +100,34 @@ _CONFIG_DIR = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Click's usage errors (an unknown option, a bad --format, a missing argument) as one
+    line too: click prints the usage, a hint and the error on four."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage(None):
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage(ctx):
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage(group: click.Context | None) -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # `scaling` alone: the help, as click shows it
+    except click.UsageError as e:
+        # Some errors (an option missing its value) carry no context: the subcommand named one.
+        sub = group.invoked_subcommand if group is not None else None
+        where = e.ctx.command_path if e.ctx is not None else " ".join(filter(None, ("scaling", sub)))
+        click.echo(f"error: {e.format_message()} (see {where} --help)", err=True)
+        sys.exit(e.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clipscale")
 def main() -> None:
     """Plan, run and fit scaling laws of CLIP training (OpenCLIP on Slurm)."""
@@ -218,6 +288,8 @@ def import_(
     same input again changes nothing."""
     from pathlib import Path
 
+    if not family.strip():
+        raise ClipscaleError("--family needs a name (e.g. --family paper)")
     kind = kind or ("columns" if columns is not None else "paper")
     if (columns is not None) != (kind == "columns"):
         raise ClipscaleError("--columns goes with --format columns (and it needs them)")
@@ -305,8 +377,22 @@ def ingest(
 
     sweep, rest = split_sweep(overrides)
     planned = make_plan(sweep, rest, config_dir)
+    _check_outcomes(planned)
     counts = sync_sweep(planned, connect(db), _tracker(planned, tracking_uri, no_tracking))
     click.echo(f"sweep {sweep}: {counts['points']} points, {counts['ingested']} outcomes ingested")
+
+
+def _check_outcomes(planned: Any) -> None:
+    """Read every outcome before the store or MLflow is opened: a bad one fails the ingest
+    with nothing written, not halfway through."""
+    from scaling.outcome import OUTCOME_FILE
+    from scaling.runspec import run_dir
+    from scaling.store.ingest import outcome_rows
+
+    for p in planned.points:
+        directory = run_dir(planned.sweep.runs_root, p.point)
+        if (directory / OUTCOME_FILE).is_file():
+            outcome_rows(directory, p.macs.total)
 
 
 @main.command(name="launch")
@@ -420,7 +506,7 @@ def cancel(
 
     sweep, rest = split_sweep(overrides)
     planned = make_plan(sweep, rest, config_dir)
-    count = stop(planned, connect(db), points)
+    count = stop(planned, connect(db, must_exist=True), points)  # nothing to cancel without a store
     click.echo(f"sweep {planned.sweep.name}: cancelled {count} points")
 
 

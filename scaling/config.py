@@ -336,10 +336,21 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except (YAMLError, OmegaConfBaseException) as e:
-        raise ClipscaleError(f"malformed YAML in {path}: {first_line(e)}") from None
+        raise ClipscaleError(f"malformed YAML in {path}: {_yaml_problem(e)}") from None
+    except UnicodeDecodeError as e:
+        raise ClipscaleError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(loaded, dict):
         raise ClipscaleError(f"{path} must hold a mapping of keys to values")
     return {str(k): v for k, v in loaded.items()}
+
+
+def _yaml_problem(error: BaseException) -> str:
+    """What is wrong in a YAML text and where; PyYAML's first line only says what it was doing
+    ("while constructing a mapping"), its problem line what it found ("found duplicate key")."""
+    problem, mark = getattr(error, "problem", None), getattr(error, "problem_mark", None)
+    if not problem:
+        return first_line(error)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else str(problem)
 
 
 # ---------------------------------------------------------------- composing a sweep
@@ -367,10 +378,14 @@ def compose_sweep(path: Path, overrides: Sequence[str], conf_dirs: Sequence[Path
     except OverrideParseException as e:
         raise ClipscaleError(f"malformed override: {first_line(e)}") from None
     except YAMLError as e:
-        raise ClipscaleError(f"malformed YAML in sweep {path.stem}: {first_line(e)}") from None
+        raise ClipscaleError(f"malformed YAML in sweep {path.stem}: {_yaml_problem(e)}") from None
+    except UnicodeDecodeError as e:  # the sweep file or a config it composes
+        raise ClipscaleError(f"in sweep {path.stem}: a config file is not UTF-8 text ({e.reason} at byte "
+                             f"{e.start}); save {path.name} and its configs as UTF-8") from None  # fmt: skip
     except (HydraException, OmegaConfBaseException) as e:
-        cause = e.__cause__ if isinstance(e.__cause__, YAMLError) else e
-        raise ClipscaleError(f"in sweep {path.stem}: {' '.join(str(cause).split())}") from None
+        cause = e.__cause__
+        detail = _yaml_problem(cause) if isinstance(cause, YAMLError) else " ".join(str(e).split())
+        raise ClipscaleError(f"in sweep {path.stem}: {detail}") from None
     assert isinstance(composed, dict)
     return {str(k): v for k, v in composed.items()}
 
@@ -429,8 +444,9 @@ def _choice(name: str, value: Any, where: str, choices: Sequence[str]) -> str:
     return str(value)
 
 
+# The trainer seeds numpy with seed + rank, which must not be negative.
 _MIN_INT = {"warmup": 0, "batch_size": 1, "gpus": 1, "accum_freq": 1, "workers": 0,
-            "epochs": 1, "seed": None, "image_size": 1, "context_length": 1}  # fmt: skip
+            "epochs": 1, "seed": 0, "image_size": 1, "context_length": 1}  # fmt: skip
 _BOOL = {"torchcompile", "grad_checkpointing", "local_loss", "gather_with_grad"}
 _FLOAT_RANGE = {"dist_timeout_min": (0.0, math.inf, False), "lr": (0.0, math.inf, False),
                 "wd": (0.0, math.inf, True),

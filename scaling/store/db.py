@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
-from scaling.errors import ClipscaleError, first_line, redact
+from scaling.errors import ClipscaleError, first_line, redact, redact_in
 
 DB_ENV = "CLIPSCALE_DB"
 DEFAULT_URL = "sqlite:///results.db"
@@ -41,7 +41,11 @@ def _sqlite_setup(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # WAL rewrites the file's header: never on a database that is not a store (upgrade
+        # refuses it, and it must be left as it was).
+        tables = {row[0] for row in cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables or "alembic_version" in tables:
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB: bulk ingests stay in memory
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -73,8 +77,8 @@ def connect(url: str | None = None, migrate: bool = True, must_exist: bool = Fal
             )
     try:
         engine = sa.create_engine(parsed, pool_pre_ping=True)
-    except Exception as e:  # e.g. a missing driver
-        raise ClipscaleError(f"cannot open {redact(url)}: {e}") from None
+    except Exception as e:  # e.g. a missing driver, or sqlite://file.db (one slash short)
+        raise ClipscaleError(f"cannot open {redact(url)}: {redact_in(first_line(e), url)}") from None
     if engine.dialect.name == "sqlite":
         _sqlite_setup(engine)
     if migrate:

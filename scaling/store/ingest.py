@@ -200,6 +200,8 @@ def outcome_rows(
     if config.get("id") != outcome.id:
         raise ClipscaleError(f"{where} belongs to {outcome.id!r}, but point.json to {config.get('id')!r}")
     samples = outcome.samples_seen or outcome.samples_seen_planned
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ClipscaleError(f"{where}: samples_seen must be a whole number of samples, got {samples!r}")
     point = PointRow(outcome.id, config["model"], config["data"], samples, gmacs_per_sample, outcome.status,
                      "run", config, outcome.samples_per_s, outcome.mfu)  # fmt: skip
     return point, _attempt(run_dir, outcome), _metric_rows(outcome.id, outcome.metrics, where)
@@ -306,6 +308,10 @@ def read_table(path: Path) -> tuple[list[PointRow], list[dict[str, Any]]]:
     metrics: dict[tuple[str, str, str], dict[str, Any]] = {}
     for n, row in enumerate(rows, start=2):
         where = f"{path}:{n}"
+        cells = _ragged(row, len(header))
+        if cells is not None:
+            raise ClipscaleError(f"{where}: {cells} cells, but the header has {len(header)} (a cut or "
+                                 "shifted row?)")  # fmt: skip
         point = _table_point(row, where)
         points.setdefault(point.id, point)
         for column in METRIC_COLUMNS:
@@ -320,6 +326,13 @@ def read_table(path: Path) -> tuple[list[PointRow], list[dict[str, Any]]]:
     return list(points.values()), list(metrics.values())
 
 
+def _ragged(row: dict[Any, Any], width: int) -> int | None:
+    """The cells of a csv.DictReader row with more than the header's ``width`` (it keeps them
+    under the key None) or fewer (it reads them as None); None for a whole row."""
+    extra, missing = row.get(None) or (), sum(v is None for v in row.values())
+    return width + len(extra) - missing if extra or missing else None
+
+
 def _number(text: str, column: str, where: str) -> float:
     try:
         return float(text)
@@ -330,8 +343,8 @@ def _number(text: str, column: str, where: str) -> float:
 def _table_point(row: dict[str, str], where: str) -> PointRow:
     samples = _number(row["samples_seen"], "samples_seen", where)
     gmacs = _number(row["gmacs"], "gmacs", where)
-    if not (samples > 0 and gmacs > 0):
-        raise ClipscaleError(f"{where}: samples_seen and gmacs must be positive")
+    if not (0 < samples < math.inf and 0 < gmacs < math.inf):
+        raise ClipscaleError(f"{where}: samples_seen and gmacs must be positive and finite")
     key = {k: row[k] for k in ("name", "arch", "samples_seen", "upstream_dataset")}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     label = f"{row['arch']}_{row['upstream_dataset']}_{row.get('samples_seen_pretty') or int(samples)}"

@@ -67,6 +67,9 @@ class FamilyPoint(Base):
 
 # Attempt states in which a point is taken: its job is being submitted, queued or running.
 ACTIVE_STATES = frozenset({"submitting", "pending", "running", "requeued"})
+# Every status a point can have (points.status): a filter naming another matches nothing.
+POINT_STATUSES = ("planned", *sorted(ACTIVE_STATES), "evaluating", "trained", "succeeded", "diverged",
+                  "failed", "timeout", "out_of_memory", "node_fail", "lost", "cancelled", "void")  # fmt: skip
 
 
 class Attempt(Base):

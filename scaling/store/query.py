@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
+from scaling.modeltypes import MODEL_TYPES
 from scaling.store.db import read
-from scaling.store.models import Family, FamilyPoint, Metric, Point
+from scaling.store.models import POINT_STATUSES, Family, FamilyPoint, Metric, Point
 from scaling.units import parse_count
 
 POINT_COLUMNS = (
@@ -83,10 +84,19 @@ def parse_filters(args: Sequence[str]) -> Filters:
             raise ClipscaleError(f"filter {arg!r}: {op} needs one number")
         if key == "checkpoints" and (len(values) != 1 or values[0] not in CHECKPOINTS):
             raise ClipscaleError(f"filter {arg!r}: checkpoints is one of {', '.join(CHECKPOINTS)}")
+        _known(key, values)
         conditions.append(Condition(key, op, values))
     filters = Filters(tuple(conditions))
     _where(filters)  # every value read now (a count, a number, a flag): no store needed to say it is bad
     return filters
+
+
+def _known(key: str, values: tuple[str, ...]) -> None:
+    """A status or model type outside the closed set is a typo, not a filter matching nothing."""
+    closed: tuple[str, ...] = {"status": POINT_STATUSES, "model_type": MODEL_TYPES}.get(key, ())
+    for v in values if closed else ():
+        if v not in closed:
+            raise ClipscaleError(f"unknown {key} {v!r} (valid: {', '.join(closed)})")
 
 
 _TEXT = {"family": FamilyPoint.family, "sweep": FamilyPoint.family, "model": Point.model, "data": Point.data,
