@@ -289,3 +289,21 @@ def postgres() -> Iterator[str]:
     url = up.stdout.strip().splitlines()[-1]
     yield url
     subprocess.run(["bash", str(POSTGRES_SCRIPT), "down", str(directory)], capture_output=True, timeout=120)
+
+
+# A store on each backend: SQLite in the test's folder, a fresh database on the PostgreSQL.
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    import uuid
+
+    import sqlalchemy as sa
+
+    server = request.getfixturevalue("postgres")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return str(sa.make_url(server).set(database=name).render_as_string(hide_password=False))

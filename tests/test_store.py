@@ -6,11 +6,9 @@ import contextlib
 import csv
 import io
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,19 +21,6 @@ from scaling.store import connect, import_table, ingest_run, runs
 from scaling.store.models import Attempt, FamilyPoint, Metric, Point
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'results.db'}"
-    server = request.getfixturevalue("postgres")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return str(sa.make_url(server).set(database=name).render_as_string(hide_password=False))
 
 
 def make_run(root: Path, index: int, metrics: dict | None = None, status: str = "succeeded") -> Path:
@@ -249,65 +234,6 @@ def test_filters_are_bound_parameters(url: str, shared: Path) -> None:
     assert len(runs(url, "model=x' OR '1'='1", engine=engine)) == 0
     assert len(runs(url, "family=paper", "samples_seen>=30B", engine=engine)) == 10
     assert counts(url)["points"] == 32
-
-
-def _writer(url: str, run: str, barrier: object, errors: object) -> None:
-    try:
-        engine = connect(url, migrate=False)
-        barrier.wait()  # type: ignore[attr-defined]
-        for _ in range(2):  # and again: concurrent re-ingest must stay idempotent
-            ingest_run(engine, Path(run), "toy", gmacs_per_sample=0.01)
-    except BaseException as e:
-        errors.put(f"{type(e).__name__}: {e}")  # type: ignore[attr-defined]
-        raise
-
-
-def test_200_concurrent_writers_lose_nothing(url: str, tmp_path: Path) -> None:
-    connect(url)  # migrate once, as the controller does before launching anything
-    runs_ = [make_run(tmp_path / "runs", i + 1) for i in range(200)]
-    ctx = multiprocessing.get_context("fork")
-    barrier, errors = ctx.Barrier(200), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, str(r), barrier, errors)) for r in runs_]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    failures = []
-    while not errors.empty():
-        failures.append(errors.get())
-    assert failures == [] and all(p.exitcode == 0 for p in procs)
-    assert counts(url) == {"points": 200, "family_points": 200, "attempts": 200, "metrics": 400}
-
-
-def test_a_reader_does_not_wait_for_a_writer(url: str, tmp_path: Path) -> None:
-    """A query reads while a writer holds its transaction open: the reader sees the store as
-    it was before the write and finishes first (it would otherwise wait for the lock)."""
-    import threading
-
-    from scaling.store.db import transaction
-
-    engine = connect(url)
-    ingest_run(engine, make_run(tmp_path / "runs", 1), "toy")
-    holding, reader_done = threading.Event(), threading.Event()
-    finished_while_held: list[bool] = []
-
-    def writer() -> None:
-        def work(conn: sa.Connection) -> None:
-            conn.execute(sa.update(Point).values(status="failed"))
-            holding.set()
-            finished_while_held.append(reader_done.wait(timeout=30))
-
-        transaction(engine, work)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    assert holding.wait(timeout=30)
-    frame = runs(url, "sweep=toy", engine=engine)
-    reader_done.set()
-    thread.join()
-    assert finished_while_held == [True]
-    assert list(frame["status"]) == ["succeeded"]  # the snapshot from before the write
-    assert list(runs(url, "sweep=toy", engine=engine)["status"]) == ["failed"]
 
 
 def test_corrupt_and_foreign_databases_are_refused(tmp_path: Path) -> None:
