@@ -17,12 +17,29 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from figures import figure, machine
+
 from scaling.compute import calibrate_mfu
 from scaling.plan import plan
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_REFERENCE = HERE.parent.parent / "shared" / "reference" / "laion-scaling-laws-openclip"
 DATA = {"80M": "LAION-80M", "400M": "LAION-400M", "2B": "LAION-2B"}
+
+
+def figures_of(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table's rows (bench/table.py): leave-one-out, never in sample."""
+    s, n = r["summary"]["leave_one_out"], r["summary"]["runs"]
+    note = f"each of the paper's {n} runs estimated at the utilisation the other {n - 1} measured"
+    return [
+        figure("cost estimate / real GPU-hours, median (leave-one-out)", s["median_ratio"], "×", note=note),
+        figure("cost estimate, median error factor (leave-one-out)",
+               round(2 ** s["median_abs_log2_error"], 3), "×",
+               note=f"{s['within_25_percent']}/{n} within 25 %, {s['within_2x']}/{n} within 2×"),
+        figure("cost estimate of the whole grid / real (leave-one-out)",
+               round(s["total_estimated_gpu_hours"] / s["total_real_gpu_hours"], 3), "×",
+               note=f"{s['total_estimated_gpu_hours']:,} estimated, {s['total_real_gpu_hours']:,} real"),
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -79,7 +96,9 @@ def main() -> None:
         "in_sample": _summary(rows, "ratio", "estimated_gpu_hours"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cost_calibration.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
+    result = {"summary": summary, "runs": rows, "machine": machine()}
+    result["figures"] = figures_of(result)
+    (args.out / "cost_calibration.json").write_text(json.dumps(result, indent=2))
     (args.out / "cost_calibration.md").write_text(_markdown(summary, rows))
     print(json.dumps(summary, indent=2))
 

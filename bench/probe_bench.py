@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from figures import figure, machine
 
 from scaling import probe
 
@@ -42,6 +43,12 @@ def run(device: str, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     metrics = probe.evaluate(train, test, tuple(args.shots), args.seeds, device)
     return {"device": device, "seconds": round(time.perf_counter() - start, 3), "metrics": metrics}
+
+
+def figures_of(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table's rows (bench/table.py): the probe's time on each device."""
+    return [figure(f"linear probe on {run['device']}", run["seconds"], "s",
+                   note=f"probe_acc1 {run['metrics']['probe_acc1']:.4f}") for run in r["runs"]]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu, gpu = (r["metrics"] for r in runs)
         out["largest_difference"] = max(abs(cpu[k] - gpu[k]) for k in cpu if np.isfinite(cpu[k]))
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    out |= {"machine": machine(), "figures": figures_of(out)}
     args.output.write_text(json.dumps(out, indent=2) + "\n")
     for r in runs:
         print(f"{r['device']}: {r['seconds']} s, probe_acc1 {r['metrics']['probe_acc1']:.4f}")

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from figures import figure
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -88,6 +90,21 @@ def run_mode(args: argparse.Namespace, root: Path, mode: str) -> dict[str, Any]:
     }
 
 
+def figures_of(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table's rows (bench/table.py): the grid as branches of constant-LR trunks beside
+    the same grid as separate cosine runs, in the same run."""
+    br, sep = r["modes"]["branches"], r["modes"]["separate"]
+    peer = "the same grid as separate cosine runs"
+    return [
+        figure("toy grid as branches: CPU-hours spent", round(br["cpu_h_spent"], 3), "CPU-h", peer=peer,
+               peer_value=round(sep["cpu_h_spent"], 3), note=f"{br['final_points']} finished points each"),
+        figure("toy grid as branches: wall time", br["wall_s"], "s", peer=peer, peer_value=sep["wall_s"]),
+        figure("toy grid as branches: fitted α", round(br["law"]["alpha"], 4), "", peer=peer,
+               peer_value=round(sep["law"]["alpha"], 4), met=r["alphas_agree"],
+               target="each α inside the other's 95 % interval"),
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,6 +147,7 @@ def main() -> None:
         "wall_ratio": modes["branches"]["wall_s"] / modes["separate"]["wall_s"],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    result["figures"] = figures_of(result)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     args.output.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))

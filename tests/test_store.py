@@ -340,3 +340,22 @@ def test_bulk_metric_ingest_upserts(url: str, tmp_path: Path) -> None:
     assert counts(url)["metrics"] == 2 + 3
     frame = runs(url, "id=" + point, engine=engine)
     assert frame["bulk/m2"].iloc[0] == 0.2 and frame["bulk/m0"].isna().all()
+
+
+def test_a_batch_of_outcomes_is_stored_whole_or_not_at_all(url: str, tmp_path: Path) -> None:
+    from scaling.store import Ended, ingest_runs
+
+    engine = connect(url)
+    dirs = [make_run(tmp_path / "runs", i + 1) for i in range(5)]
+    # A point twice in one batch (its training's and its evaluation's attempts ended in one
+    # poll): stored once, with the one outcome on disk.
+    ids = ingest_runs(engine, "toy", [Ended(d, 0.01) for d in [*dirs, dirs[0]]])
+    assert ids[0] == ids[-1] and len(set(ids)) == 5
+    assert counts(url) == {"points": 5, "family_points": 5, "attempts": 5, "metrics": 10}
+    assert ingest_runs(engine, "toy", [Ended(d, 0.01) for d in dirs]) == ids[:5]  # idempotent
+    assert counts(url) == {"points": 5, "family_points": 5, "attempts": 5, "metrics": 10}
+    bad = make_run(tmp_path / "more", 9)
+    (bad / "outcome.json").write_text("{")
+    with pytest.raises(ClipscaleError):
+        ingest_runs(engine, "toy", [Ended(make_run(tmp_path / "more", 8), 0.01), Ended(bad, 0.01)])
+    assert counts(url)["points"] == 5  # the good run of the bad batch is not stored either

@@ -219,20 +219,20 @@ def _attempt(run_dir: Path, outcome: Outcome) -> dict[str, Any]:
 _STILL_ACTIVE = ""
 
 
-def _dispatched_attempt(conn: Connection, point_id: str) -> str | None:
-    """The key of the point's newest launched attempt, which an outcome on disk belongs to
+def _dispatched_attempts(conn: Connection, point_ids: Sequence[str]) -> dict[str, str]:
+    """The key of each point's newest launched attempt, which an outcome on disk belongs to
     (a run ingested by hand, outside ``scaling status``, has none and gets its own row).
     While that attempt is still queued or running, the outcome is an earlier one's:
     ``_STILL_ACTIVE``, and no attempt is touched."""
-    row = conn.execute(
-        sa.select(Attempt.key, Attempt.state)
-        .where(Attempt.point_id == point_id, Attempt.submission.is_not(None), Attempt.state != "void")
-        .order_by(Attempt.id.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    return _STILL_ACTIVE if row.state in ACTIVE_STATES else str(row.key)
+    newest: dict[str, tuple[str, str]] = {}
+    for chunk in (point_ids[i : i + 500] for i in range(0, len(point_ids), 500)):
+        rows = conn.execute(
+            sa.select(Attempt.point_id, Attempt.key, Attempt.state)
+            .where(Attempt.point_id.in_(chunk), Attempt.submission.is_not(None), Attempt.state != "void")
+            .order_by(Attempt.id)
+        )
+        newest |= {r.point_id: (str(r.key), r.state) for r in rows}  # ordered by id: the newest stays
+    return {pid: _STILL_ACTIVE if st in ACTIVE_STATES else key for pid, (key, st) in newest.items()}
 
 
 def _with_first_stage(conn: Connection, point: PointRow) -> PointRow:
@@ -258,28 +258,60 @@ def ingest_run(
     """Store one run's outcome under ``family`` (a sweep); returns the point id. The
     outcome fills the attempt ``attempt_key`` (a dispatched job) if given, else an
     attempt of its own (a run started by hand)."""
-    point, attempt, metrics = outcome_rows(run_dir, gmacs_per_sample)
-    update = ["state", "node", "started_at", "ended_at", "exit_reason", "log_path"]
+    return ingest_runs(engine, family, [Ended(run_dir, gmacs_per_sample, attempt_key)])[0]
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A run directory whose outcome is to be stored, and the attempt it ended (None: the
+    point's newest dispatched one, or one of its own for a run started by hand)."""
+
+    run_dir: Path
+    gmacs_per_sample: float | None = None
+    attempt_key: str | None = None
+
+
+_UPDATE = ("state", "node", "started_at", "ended_at", "exit_reason", "log_path")
+
+
+def ingest_runs(engine: Engine, family: str, runs: Sequence[Ended]) -> list[str]:
+    """Store many runs' outcomes in one transaction, a statement per table rather than per
+    run (a status poll at scale ends thousands at once); the point ids, in order. Every
+    outcome is read first: a bad one stores none."""
+    read = [(r, *outcome_rows(r.run_dir, r.gmacs_per_sample)) for r in runs]
+    if not read:
+        return []
 
     def work(conn: Connection) -> None:
         _family(conn, family, "sweep", "")
-        key = attempt_key or _dispatched_attempt(conn, point.id)
-        _points(conn, family, [_with_first_stage(conn, point)], keep_status=True, throughput=True)
-        if key is None:
-            upsert(conn, Attempt, [attempt], ["point_id", "key"], update)
-        elif key != _STILL_ACTIVE:
-            conn.execute(
-                sa.update(Attempt)
-                .where(Attempt.point_id == point.id, Attempt.key == key)
-                .values({k: attempt[k] for k in update})
-            )
+        ids = list(dict.fromkeys(point.id for _, point, _, _ in read))
+        dispatched = _dispatched_attempts(conn, ids)
+        last = {point.id: (point, metrics) for _, point, _, metrics in read}  # a point's newest outcome
+        points = [_with_first_stage(conn, point) for point, _ in last.values()]
+        _points(conn, family, points, keep_status=True, throughput=True)
+        own, ended = [], []
+        for r, point, attempt, _ in read:
+            key = r.attempt_key or dispatched.get(point.id)
+            if key is None:
+                own.append(attempt)
+            elif key != _STILL_ACTIVE:
+                ended.append({"pid": point.id, "k": key, **{f"v_{c}": attempt[c] for c in _UPDATE}})
+        upsert(conn, Attempt, own, ["point_id", "key"], _UPDATE)
+        if ended:
+            where = (Attempt.point_id == sa.bindparam("pid"), Attempt.key == sa.bindparam("k"))
+            values: dict[str, Any] = {
+                c: sa.bindparam(f"v_{c}") for c in _UPDATE
+            }  # a column's own name is SQLAlchemy's
+            conn.execute(sa.update(Attempt).where(*where).values(values), ended)
         # The newest outcome's metrics replace the point's old ones as a whole.
-        conn.execute(sa.delete(Metric).where(Metric.point_id == point.id))
-        upsert(conn, Metric, metrics, ["point_id", "dataset", "metric"], ["value", "reason"])
-        state.refresh(conn, [point.id], db_now())
+        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+            conn.execute(sa.delete(Metric).where(Metric.point_id.in_(chunk)))
+        rows = [m for _, metrics in last.values() for m in metrics]
+        upsert(conn, Metric, rows, ["point_id", "dataset", "metric"], ["value", "reason"])
+        state.refresh(conn, ids, db_now())
 
     transaction(engine, work)
-    return point.id
+    return [point.id for _, point, _, _ in read]
 
 
 # ---------------------------------------------------------------- published tables
