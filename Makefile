@@ -55,17 +55,26 @@ $(BENCH_STAMP): $(STAMP)
 # Every benchmark, then one table of their figures with the peers measured beside them:
 # bench/results.md (and bench/results.json).
 bench: $(BENCH_STAMP)
-	$(BIN)/python bench/cost_calibration.py
+	$(BIN)/python bench/plan_bench.py
+	# needs root: the one-node dev Slurm (launchers/slurm-dev-cluster.sh), Hydra's submitit launcher beside us
+	$(BIN)/python bench/dispatch_bench.py
+	# 100,000 runs: status's ingest path and the bulk one; the filtered query beside MLflow's search_runs
 	$(BIN)/python bench/store_bench.py
+	$(BIN)/python bench/refit_bench.py
 	$(BIN)/python bench/fit_bench.py
-	# CUDA if present (ViT-B-32, ViT-L-14), else a toy model on the CPU
+	# the error surface beside the chinchilla package, on Epoch AI's Chinchilla points
+	$(BIN)/python bench/surface_bench.py
+	$(BIN)/python bench/startup_bench.py
+	$(BIN)/python bench/cost_calibration.py
+	# CUDA if present (ViT-B-32, ViT-L-14), else a toy model on the CPU; open_clip's trainer beside us
 	$(BIN)/python bench/gpu_train.py
 	# the linear probe on the CPU and, if present, on CUDA: the same metrics, each device's time
 	$(BIN)/python bench/probe_bench.py
-	# needs root: runs on the one-node dev Slurm (launchers/slurm-dev-cluster.sh)
-	$(BIN)/python bench/dispatch_bench.py
 	# the toy grid trained twice on this machine, separately and as branches (~20 min)
 	$(BIN)/python bench/trajectories.py
+	# `make demo` in a fresh clone (~10 min)
+	$(BIN)/python bench/demo_bench.py
+	$(BIN)/python bench/table.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
