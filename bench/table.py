@@ -1,4 +1,5 @@
-"""One table of every benchmark's figures: bench/results.md and bench/results.json.
+"""One table of every benchmark's figures: bench/results.md and bench/results.json, and the
+README's performance section.
 
 Each benchmark writes bench/results/<name>.json with a ``figures`` list (bench/figures.py) and
 the ``machine`` it ran on; a result written before its benchmark listed figures gets them from
@@ -16,6 +17,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+# The README's performance section is this table, between these two lines.
+START, END = "<!-- bench table: written by bench/table.py -->", "<!-- end of bench table -->"
 # The order of the table, and the benchmark that writes each result.
 SOURCES = {
     "plan": "plan_bench", "dispatch": "dispatch_bench", "store": "store_bench", "refit": "refit_bench",
@@ -107,7 +111,13 @@ def main() -> None:
             continue
         table += [{"benchmark": name, **row, "machine": where} for row in rows]
     (HERE / "results.json").write_text(json.dumps(table, indent=2) + "\n")
-    (HERE / "results.md").write_text(markdown(table, stale))
+    text = markdown(table, stale)
+    (HERE / "results.md").write_text(text)
+    readme = README.read_text()
+    if START in readme and END in readme:
+        body = text.split("\n", 2)[2]  # the table without its title: the README has its own
+        head, rest = readme.split(START, 1)
+        README.write_text(head + START + "\n" + body + rest[rest.index(END) :])
     unmet = [f"{r['benchmark']}: {r['figure']}" for r in table if r.get("met") is False]
     print(f"{len(table)} figures in bench/results.md; targets missed: {len(unmet)}")
     for u in unmet:
