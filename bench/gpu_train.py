@@ -138,7 +138,7 @@ def run_clipscale(spec: RunSpec, root: Path, env: dict[str, str]) -> Path:
 
 def run_plain(spec: RunSpec, root: Path, device: str, env: dict[str, str], threads: int) -> Path:
     """The same trainer arguments, straight into open_clip_train; returns its run directory."""
-    from scaling.train import open_clip_argv
+    from scaling.trainargs import open_clip_argv
 
     logs = root / "plain"
     argv = open_clip_argv(spec.point, logs, device, None, spec.checkpoints)

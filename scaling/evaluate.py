@@ -54,7 +54,7 @@ def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
     import socket
     import time
 
-    from scaling import train
+    from scaling import train, trainerlog
     from scaling.outcome import RESULTS, Outcome, read_outcome, read_trained, set_aside_failure, write_outcome
     from scaling.registry import register_models
 
@@ -74,7 +74,7 @@ def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
     error = None
     try:
         t = point.train
-        with train.console(directory, quiet):  # open_clip logs with the root logger
+        with trainerlog.console(directory, quiet):  # open_clip logs with the root logger
             metrics = evaluate(
                 point.model, directory / trained.checkpoint, spec.evals, device, t.image_size,
                 t.context_length, workers=t.workers, model_type=t.model_type,
@@ -88,7 +88,7 @@ def evaluate_run(spec: RunSpec, quiet: bool = True) -> Outcome:
         samples_seen_planned=point.samples_seen, epochs=trained.epochs,
         wall_time_s=round(time.monotonic() - clock, 3), train_time_s=trained.train_time_s,
         samples_per_s=trained.samples_per_s, metrics=metrics, loss=trained.loss, error=error,
-        log_tail=train.tail(directory) if error else [], started_at=trained.started_at or started,
+        log_tail=trainerlog.tail(directory) if error else [], started_at=trained.started_at or started,
         finished_at=train.now(), host=socket.gethostname(), versions=train.versions(), mfu=trained.mfu,
         ranks=trained.ranks, stage="eval" if error else "", checkpoint=trained.checkpoint,
     )  # fmt: skip

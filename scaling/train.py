@@ -12,24 +12,16 @@ writes ``outcome.json``) or, if it failed or diverged, in ``outcome.json`` itsel
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import logging
-import math
 import os
-import re
 import socket
-import sys
-import tarfile
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TextIO
 
-from scaling import checkpoints, distributed, modeltypes, trainlog
+from scaling import checkpoints, distributed, trainlog
 from scaling.clock import stamp
 from scaling.compute import TRAIN_FLOPS_PER_MAC
 from scaling.config import EvalSpec, ModelSpec
@@ -48,142 +40,27 @@ from scaling.outcome import (
     write_trained,
 )
 from scaling.runspec import RunSpec, run_dir
+from scaling.shards import check_shards
+from scaling.trainargs import open_clip_argv
+from scaling.trainerlog import (
+    LOG_TAIL,
+    Diverged,
+    Progress,
+    console,
+    console_path,
+    divergence_watch,
+    progress_handler,
+    tail,
+)
 
-Progress = Callable[[int, int, int], None]  # (epoch, samples in epoch, samples per epoch)
 # Set when the job is about to be requeued (time limit, preemption): the SystemExit that
 # follows is then an interruption to resume from, not the run's outcome.
 REQUEUEING = threading.Event()
-LOG_TAIL = 40
-_FULL_CHECK_BYTES = 2 << 30  # data sets up to this size have every sample decoded first
 
 __all__ = ["REQUEUEING", "RunSpec", "check_shards", "open_clip_argv", "run_dir", "run_point", "train"]
 
 
-def open_clip_argv(
-    point: GridPoint,
-    runs_root: Path,
-    device: str,
-    pretrained: Path | None = None,
-    policy: checkpoints.CheckpointPolicy | None = None,
-) -> list[str]:
-    """The ``open_clip_train.main`` arguments of a point: nothing left to its defaults
-    that changes what is trained."""
-    t = point.train
-    assert t.epochs is not None and t.train_num_samples is not None
-    batches_per_epoch = point.samples_per_epoch // (t.batch_size * t.gpus)
-    argv = [
-        "--model", point.model,
-        "--train-data", point.shards,
-        "--dataset-type", "webdataset",
-        "--dataset-resampled",
-        "--train-num-samples", str(t.train_num_samples),
-        "--epochs", str(t.epochs),
-        "--batch-size", str(t.batch_size),
-        "--accum-freq", str(t.accum_freq),
-        "--workers", str(t.workers),
-        "--lr", repr(t.lr),
-        "--warmup", str(t.warmup),
-        "--lr-scheduler", t.lr_scheduler,
-        "--wd", repr(t.wd),
-        "--beta1", repr(t.beta1),
-        "--beta2", repr(t.beta2),
-        "--eps", repr(t.eps),
-        "--precision", t.precision,
-        "--seed", str(t.seed),
-        "--device", device,
-        # NCCL needs GPUs; a multi-process run on CPUs talks through gloo.
-        "--dist-backend", "nccl" if device == "cuda" else "gloo",
-        "--logs", str(runs_root),
-        "--name", point.id,
-        "--resume", "latest",
-        *checkpoints.trainer_args(policy or checkpoints.CheckpointPolicy()),
-        "--report-to", "",
-        # Often enough for a loss curve, a progress bar and catching a divergence early,
-        # and always at an epoch's end.
-        "--log-every-n-steps", str(max(1, min(100, batches_per_epoch // 20))),
-    ]  # fmt: skip
-    for flag, on in (("--torchcompile", t.torchcompile), ("--grad-checkpointing", t.grad_checkpointing),
-                     ("--local-loss", t.local_loss), ("--gather-with-grad", t.gather_with_grad)):  # fmt: skip
-        if on:
-            argv.append(flag)
-    if point.trajectory is not None and point.trajectory.cooldown_epochs:
-        # A branch resumes at its cooldown's first epoch: its whole run is the cooldown.
-        argv += ["--epochs-cooldown", str(point.trajectory.cooldown_epochs)]
-    argv += modeltypes.trainer_args(t.model_type, t.coca_caption_loss_weight, t.coca_contrastive_loss_weight)
-    if t.image_size is not None:
-        argv += ["--force-image-size", str(t.image_size)]
-    if t.context_length is not None:
-        argv += ["--force-context-length", str(t.context_length)]
-    if t.patch_dropout is not None:
-        argv += ["--force-patch-dropout", repr(t.patch_dropout)]
-    if pretrained is not None:
-        argv += ["--pretrained", str(pretrained)]
-    return argv + list(t.extra_args)
-
-
 # ---------------------------------------------------------------- checks before training
-
-
-def check_shards(pattern: str) -> list[Path]:
-    """Every shard exists and is not empty; small local data sets are decoded whole."""
-    if "://" in pattern or pattern.startswith("pipe:"):
-        return []  # remote data is the trainer's to stream
-    from braceexpand import braceexpand
-
-    paths = [Path(p) for part in pattern.split("::") for p in braceexpand(part)]
-    for path in paths:
-        if not path.is_file():
-            raise ClipscaleError(f"shard {path} not found")
-        if path.stat().st_size == 0:
-            raise ClipscaleError(f"shard {path} is empty")
-    if sum(p.stat().st_size for p in paths) <= _FULL_CHECK_BYTES:
-        # Decoded once per version of the shards: every job of a sweep (a trajectory has one
-        # per segment and branch) would otherwise decode the same data set again.
-        seal = _seal(paths)
-        if not seal.exists():
-            for path in paths:
-                _check_samples(path)
-            with contextlib.suppress(OSError):  # an unwritable cache only costs the next check
-                write_atomic(seal, "")
-    return paths
-
-
-def _seal(paths: list[Path]) -> Path:
-    """The cache's mark that these shards, as they are now (size, modification time), were
-    decoded whole without a fault."""
-    from scaling.compute import cache_dir
-
-    stats = [(str(p.resolve()), s.st_size, s.st_mtime_ns) for p in paths for s in [p.stat()]]
-    digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
-    return cache_dir() / "checked-shards" / digest
-
-
-def _check_samples(path: Path) -> None:
-    from PIL import Image
-
-    samples: dict[str, set[str]] = {}
-    try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                samples.setdefault(key, set()).add(ext)
-                if ext in ("jpg", "jpeg", "png", "webp"):
-                    data = tar.extractfile(member)
-                    assert data is not None
-                    try:
-                        with Image.open(data) as image:
-                            image.verify()
-                    except Exception as e:  # PIL raises many types for bad bytes
-                        raise ClipscaleError(
-                            f"shard {path}: sample {key} has a corrupt image ({e})"
-                        ) from None
-    except (tarfile.TarError, OSError) as e:
-        raise ClipscaleError(f"shard {path} is not a readable tar file ({e})") from None
-    if not samples:
-        raise ClipscaleError(f"shard {path} holds no samples")
-    for key, exts in samples.items():
-        if not exts & {"jpg", "jpeg", "png", "webp"} or "txt" not in exts:
-            raise ClipscaleError(f"shard {path}: sample {key} lacks an image or a caption")
 
 
 def _check_writable(directory: Path) -> None:
@@ -270,7 +147,7 @@ def train(spec: RunSpec, progress: Progress | None = None, quiet: bool = True) -
             _note(directory, note)
         if point.resumes_parent:
             _continue_parent(root, point, directory)
-    record = distributed.RankRecord(directory, rank, _console_path(directory, rank.rank))
+    record = distributed.RankRecord(directory, rank, console_path(directory, rank.rank))
     record.start()
     started = now()
     device = torch_device()
@@ -280,8 +157,8 @@ def train(spec: RunSpec, progress: Progress | None = None, quiet: bool = True) -
     try:
         with (
             console(directory, quiet, rank.rank),
-            _progress_handler(progress),
-            _divergence_watch(),
+            progress_handler(progress),
+            divergence_watch(),
             distributed.trainer_patches(device, point.train.dist_timeout_min),
         ):
             code = _train(point, spec.model, root, device, pretrained, spec.checkpoints)
@@ -377,30 +254,6 @@ def _mfu(spec: RunSpec, samples_per_s: float | None, ranks: int, device: str) ->
     return round(flops / (ranks * spec.peak_tflops * 1e12), 4)
 
 
-class Diverged(Exception):
-    """The training loss stopped being a finite number: the run cannot recover."""
-
-
-class _DivergenceWatch(logging.Handler):
-    """Stops the trainer at the first logged loss that is NaN or infinite: raised from its
-    own logging call, the exception ends training within one log step, not one run."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        m = trainlog.LOSS.search(record.getMessage())
-        if m and not all(math.isfinite(float(v)) for v in (m["loss"], m["avg"])):
-            raise Diverged(f"the training loss became {m['loss']} at epoch {m['epoch']}: stopped")
-
-
-@contextlib.contextmanager
-def _divergence_watch() -> Iterator[None]:
-    handler = _DivergenceWatch(logging.INFO)
-    logging.getLogger().addHandler(handler)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeHandler(handler)
-
-
 def _train(
     point: GridPoint,
     model: ModelSpec,
@@ -452,103 +305,6 @@ def torch_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _console_path(directory: Path, rank: int) -> Path:
-    return directory / ("console.log" if rank == 0 else f"console.rank{rank}.log")
-
-
-@contextlib.contextmanager
-def console(directory: Path, quiet: bool, rank: int = 0) -> Iterator[None]:
-    """Keep the trainer's logging set-up from outliving the run (it adds a file and a
-    console handler on every call) and, if quiet, send its console to console.log. A quiet
-    run also sets the process's own root handlers aside: the trainer logs at INFO."""
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    aside = handlers if quiet else []
-    # It also sets every logger to INFO, which makes torch chatty at exit: restore them.
-    levels = {name: logging.getLogger(name).level for name in [*root.manager.loggerDict, ""]}
-    with _console_to_file(_console_path(directory, rank), quiet):
-        for handler in aside:
-            root.removeHandler(handler)
-        try:
-            yield
-        finally:
-            for handler in root.handlers[:]:
-                if handler not in handlers:
-                    root.removeHandler(handler)
-                    handler.close()
-            for handler in aside:
-                root.addHandler(handler)
-            for name in root.manager.loggerDict:
-                logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
-            root.setLevel(levels[""])
-
-
-@contextlib.contextmanager
-def _console_to_file(path: Path, quiet: bool) -> Iterator[None]:
-    """If quiet, what the trainer and CLIP_benchmark print goes to ``path``."""
-    if not quiet:
-        yield
-        return
-    console = sys.stderr
-    with (
-        open(path, "a") as stream,
-        contextlib.redirect_stdout(stream),
-        contextlib.redirect_stderr(stream),
-    ):
-        try:
-            yield
-        finally:
-            _rebind_handlers(stream, console)
-
-
-def _rebind_handlers(stream: TextIO, console: TextIO) -> None:
-    """Libraries imported during the run (transformers, huggingface_hub) give their loggers
-    a handler on the console of that moment, console.log, which closes with the run: later
-    messages of the process (submitit's own) would fail on it. Send them to the console."""
-    loggers = [logging.getLogger(), *logging.root.manager.loggerDict.values()]
-    for logger in loggers:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
-                handler.setStream(console)
-
-
-class _ProgressHandler(logging.Handler):
-    def __init__(self, callback: Progress):
-        super().__init__(logging.INFO)
-        self.callback = callback
-
-    def emit(self, record: logging.LogRecord) -> None:
-        m = trainlog.PROGRESS.search(record.getMessage())
-        if m:
-            self.callback(int(m["epoch"]), int(m["n"]), int(m["total"]))
-
-
-@contextlib.contextmanager
-def _progress_handler(progress: Progress | None) -> Iterator[None]:
-    if progress is None:
-        yield
-        return
-    handler = _ProgressHandler(progress)
-    logging.getLogger().addHandler(handler)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeHandler(handler)
-
-
-def tail(directory: Path) -> list[str]:
-    """The last lines of a run's trainer log and console (ANSI colours removed)."""
-    lines: list[str] = []
-    for name in ("out.log", "console.log"):
-        path = directory / name
-        if path.exists():
-            lines += [f"{name}: {line}" for line in path.read_text(errors="replace").splitlines()[-LOG_TAIL:]]
-    return [_ANSI.sub("", line) for line in lines[-LOG_TAIL:]]
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def now() -> str:

@@ -82,7 +82,7 @@ def test_the_plan_table_names_each_points_type() -> None:
 
 
 def test_trainer_arguments_of_each_type() -> None:
-    from scaling.train import open_clip_argv
+    from scaling.trainargs import open_clip_argv
 
     overrides = ["model=[toy-s]", "data=[toy-4k]", "samples_seen=[4k]", "model_type=[clip,siglip,coca]",
                  "+train.coca_caption_loss_weight=1.5"]  # fmt: skip

@@ -16,7 +16,9 @@ from scaling import toyworld
 from scaling.errors import ClipscaleError
 from scaling.outcome import read_outcome
 from scaling.plan import Plan, plan, select
-from scaling.train import check_shards, open_clip_argv, run_dir, run_point
+from scaling.shards import check_shards
+from scaling.train import run_dir, run_point
+from scaling.trainargs import open_clip_argv
 
 pytestmark = pytest.mark.torch
 
@@ -257,13 +259,13 @@ def test_shards_are_decoded_once_per_version(
 ) -> None:
     # Every job of a sweep checks its shards before training; a set decoded whole without a
     # fault is not decoded again until a shard changes.
-    from scaling import train
+    from scaling import shards
 
     broken = copy_world(world, tmp_path)
     pattern = str(broken / "toy" / "toy-1k" / "{00000..00000}.tar")
     check_shards(pattern)
     decoded: list[Path] = []
-    monkeypatch.setattr(train, "_check_samples", decoded.append)
+    monkeypatch.setattr(shards, "_check_samples", decoded.append)
     check_shards(pattern)
     assert decoded == []
     monkeypatch.undo()
