@@ -1,6 +1,6 @@
 """Refit benchmark: every default law of a family of 100,000 succeeded runs, 10 metrics ×
 3 data sources (target: < 2 s), through the path `scaling status` takes when points land
-(`laws.refit`: groups_of, metrics_of, then fit_each and record_fit per metric), with a
+(`study.refit`: groups_of, metrics_of, then fit_each and record_fit per metric), with a
 cProfile of where the time goes.
 
 The store is SQLite in a temporary directory, filled with the product's own bulk writers
@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 from figures import figure, machine
 
-from scaling.fit import laws
+from scaling.fit import laws, study
 from scaling.store import PointRow, connect, ingest_metrics, record_points
 
 HERE = Path(__file__).resolve().parent
 FAMILY = "refit-bench"
 TARGET_S = 2.0
-# Three data sources as laws.source_of sees them (LAION-400M and LAION-2B are one source).
+# Three data sources as selection.source_of sees them (LAION-400M and LAION-2B are one source).
 DATA = ("LAION-400M", "LAION-2B", "DataComp-1B", "YFCC-15M")
 MODELS = {"ViT-B-32": 4.4, "ViT-B-16": 17.6, "ViT-L-14": 81.1, "ViT-H-14": 167.4, "ViT-g-14": 290.7}
-# Ten primary metrics outside laws.HEADLINE: a family with a headline metric refits only the
+# Ten primary metrics outside selection.HEADLINE: a family with a headline metric refits only the
 # headline ones (five at most), so these are what makes a refit cover ten.
 METRICS = [(d, "acc1") for d in ("cifar10", "cifar100", "imagenetv2", "imagenet_sketch", "imagenet-a",
                                  "imagenet-r", "objectnet", "food101", "sun397", "stl10")]  # fmt: skip
@@ -73,14 +73,16 @@ def profile(url: str, top: int) -> dict[str, object]:
     engine = connect(url)
     prof = cProfile.Profile()
     prof.enable()
-    laws.refit(engine, FAMILY)
+    study.refit(engine, FAMILY)
     prof.disable()
     stats = pstats.Stats(prof)
-    stages = {"laws.groups_of": ("laws.py", "groups_of"), "laws.metrics_of": ("laws.py", "metrics_of"),
-              "laws.load (SQL + Run rows)": ("laws.py", "load"), "query.fetch (SQL)": ("query.py", "fetch"),
+    stages = {"selection.groups_of": ("selection.py", "groups_of"),
+              "selection.metrics_of": ("selection.py", "metrics_of"),
+              "selection.load (SQL + Run rows)": ("selection.py", "load"),
+              "query.fetch (SQL)": ("query.py", "fetch"),
               "forms.fit_form (frontier + fit + bootstrap)": ("forms.py", "fit_form"),
               "powerlaw.bootstrap": ("powerlaw.py", "bootstrap"),
-              "laws.record_fit": ("laws.py", "record_fit")}  # fmt: skip
+              "history.record_fit": ("history.py", "record_fit")}  # fmt: skip
     raw = stats.stats  # type: ignore[attr-defined]
     cumulative = {label: round(sum(v[3] for k, v in raw.items() if k[0].endswith(f) and k[2] == fn), 3)
                   for label, (f, fn) in stages.items()}  # fmt: skip
@@ -101,7 +103,7 @@ def bench(n_points: int, top: int) -> dict[str, object]:
               f"({filled['record_points_s']} + {filled['ingest_metrics_s']} s)")  # fmt: skip
         engine = connect(url)
         start = time.perf_counter()
-        refits = laws.refit(engine, FAMILY)
+        refits = study.refit(engine, FAMILY)
         seconds = time.perf_counter() - start
         load["after"] = os.getloadavg()[0]
         engine.dispose()
@@ -112,7 +114,7 @@ def bench(n_points: int, top: int) -> dict[str, object]:
     groups = sorted({r.group for r in refits})
     runs_per_law = sorted({len(r.fitted.runs) for r in fitted})  # type: ignore[union-attr]
     settings = laws.Settings()
-    note = (f"laws.refit on SQLite: {len(fitted)} laws ({len(METRICS)} metrics × {len(groups)} sources: "
+    note = (f"study.refit on SQLite: {len(fitted)} laws ({len(METRICS)} metrics × {len(groups)} sources: "
             f"{', '.join(groups)}), {settings.form} form, {settings.frontier} frontier, {settings.n_boot} "
             f"resamples each, ~{runs_per_law[0]}–{runs_per_law[-1]} runs per law; the first refit, so "
             f"each law is also added to the fit history")  # fmt: skip

@@ -463,7 +463,7 @@ def status(
     are refitted and added to the fit history (`scaling fit sweep=NAME --history`)."""
     from scaling.dispatch import reconcile
     from scaling.dispatch import watch as follow
-    from scaling.fit import laws
+    from scaling.fit import study
     from scaling.plan import plan as make_plan
     from scaling.store import connect
     from scaling.tables import print_failures, print_refits, sweep_status_line
@@ -480,7 +480,7 @@ def status(
         )
         if summary.ingested and refit:
             try:
-                print_refits(planned.sweep.name, laws.refit(engine, planned.sweep.name))
+                print_refits(planned.sweep.name, study.refit(engine, planned.sweep.name))
             except ClipscaleError as e:  # a law is a bonus: following the sweep goes on
                 click.echo(f"  refit failed: {e}", err=True)
 
@@ -646,7 +646,7 @@ def _starts(options: dict[str, str]) -> int | None:
 
 
 def _metric(options: dict[str, str], required: bool) -> tuple[str, str] | None:
-    from scaling.fit.laws import split_metric
+    from scaling.fit.selection import split_metric
 
     dataset, metric = split_metric(options.get("dataset"), options.get("metric"))
     if dataset and metric:
@@ -690,7 +690,8 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
     much log10 error moves between seeds; default 0, runs resampled), group=source|data|model_type|all
     (one law per group, as `scaling report` groups). Each fit is added to the fit history.
     """
-    from scaling.fit import laws
+    from scaling.fit import history as fit_history
+    from scaling.fit import laws, selection
     from scaling.store import connect, parse_filters
     from scaling.tables import print_fit_history, print_fits
 
@@ -698,8 +699,8 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
     engine = connect(db, must_exist=True)
     chosen = _metric(options, required=False)
     if history:
-        family = laws.family_of(parse_filters(filters))
-        rows = laws.history(engine, family, *(chosen or (None, None)))
+        family = selection.family_of(parse_filters(filters))
+        rows = fit_history.history(engine, family, *(chosen or (None, None)))
         _echo_json(rows) if fmt == "json" else print_fit_history(family, rows)
         return
     settings = _settings(options)
@@ -710,11 +711,11 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
         _fit_groups(engine, filters, chosen, settings, options["group"], fmt)
         return
     fitted = [laws.fit(engine, filters, d, m, settings) for d, m in ([chosen] if chosen else
-              laws.metrics_of(engine, filters))]  # fmt: skip
+              selection.metrics_of(engine, filters))]  # fmt: skip
     if not fitted:
         raise ClipscaleError(f"no succeeded run matches {' '.join(filters)}: nothing to fit")
     for f in fitted:
-        laws.record_fit(engine, f, "fit")
+        fit_history.record_fit(engine, f, "fit")
     if fmt == "json":
         _echo_json(fitted[0].record() if chosen else [f.record() for f in fitted])
     else:
@@ -725,18 +726,19 @@ def _fit_groups(engine: Any, filters: list[str], chosen: tuple[str, str] | None,
                 fmt: str) -> None:  # fmt: skip
     """One law per data source (group=source), data set (data) or all runs (all), for each
     metric; a group that cannot be fitted is left out, and the table says why."""
-    from scaling.fit import laws
+    from scaling.fit import history as fit_history
+    from scaling.fit import selection, study
     from scaling.tables import print_fits
 
-    groups = laws.groups_of(engine, filters, how)
-    results = [r for d, m in ([chosen] if chosen else laws.metrics_of(engine, filters))
-               for r in laws.fit_each(engine, filters, d, m, settings, groups)]  # fmt: skip
+    groups = selection.groups_of(engine, filters, how)
+    results = [r for d, m in ([chosen] if chosen else selection.metrics_of(engine, filters))
+               for r in study.fit_each(engine, filters, d, m, settings, groups)]  # fmt: skip
     fitted = [(r.group, r.fitted) for r in results if r.fitted is not None]
     if not fitted:
         why = "; ".join(f"{r.group}: {r.reason}" for r in results[:3])
         raise ClipscaleError(f"no group of {' '.join(filters)} has a law ({why})")
     for _, f in fitted:
-        laws.record_fit(engine, f, "fit")
+        fit_history.record_fit(engine, f, "fit")
     key = how if how in ("source", "data", "model_type") else "group"
     if fmt == "json":
         _echo_json([{key: group, **f.record()} for group, f in fitted])
@@ -817,7 +819,7 @@ def predict_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
     and the target: model=ViT-g-14 samples_seen=34.2e9 (lists give every combination; gmacs=
     overrides the model's GMACs per sample), or compute=9.9e12 (GMACs).
     """
-    from scaling.fit import laws
+    from scaling.fit import laws, study
     from scaling.store import connect
     from scaling.tables import print_predictions
 
@@ -826,7 +828,7 @@ def predict_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
     dataset, metric = _metric(options, required=True) or ("", "")
     targets = _targets(options)
     fitted = laws.fit(engine, filters, dataset, metric, _settings(options))
-    predictions = [laws.resolve(engine, fitted, t) for t in targets]
+    predictions = [study.resolve(engine, fitted, t) for t in targets]
     if fmt == "json":
         records = [p.record(fitted) for p in predictions]
         _echo_json(records[0] if len(records) == 1 else records)
@@ -835,7 +837,7 @@ def predict_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
 
 
 def _targets(options: dict[str, str]) -> list[Any]:
-    from scaling.fit.laws import Target
+    from scaling.fit.study import Target
     from scaling.units import parse_count
 
     def numbers(key: str) -> list[float]:
@@ -877,7 +879,7 @@ def suggest_(args: tuple[str, ...], overrides: tuple[str, ...], config_dir: tupl
     budget=GPU-HOURS, target=MODEL@SAMPLES or target=COMPUTE (GMACs), and plan=SWEEP (a
     sweep's name or YAML file; default: the family's name) for the candidate points.
     """
-    from scaling.fit import laws
+    from scaling.fit import selection, study
     from scaling.store import connect, parse_filters
 
     filters, options = _split_args(args, (*_FIT_KEYS, "budget", "target", "plan"))
@@ -889,10 +891,10 @@ def suggest_(args: tuple[str, ...], overrides: tuple[str, ...], config_dir: tupl
     except ValueError:
         raise ClipscaleError(f"budget={options['budget']!r} is not a number of GPU-hours") from None
     target, settings = _report_target(options["target"]), _settings(options)
-    sweep = options.get("plan") or laws.family_of(parse_filters(filters))
+    sweep = options.get("plan") or selection.family_of(parse_filters(filters))
     candidates = _candidates(sweep, overrides, config_dir)
     engine = connect(db, must_exist=True)
-    result = laws.suggest_next(engine, filters, dataset, metric, settings, candidates, target, budget)
+    result = study.suggest_next(engine, filters, dataset, metric, settings, candidates, target, budget)
     if fmt == "json":
         _echo_json(result.record())
     else:
@@ -966,7 +968,8 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
     from pathlib import Path
 
     from scaling import clipa
-    from scaling.fit import laws
+    from scaling.fit import history as fit_history
+    from scaling.fit import selection, study
     from scaling.report import write_report
     from scaling.store import connect, parse_filters
 
@@ -974,11 +977,11 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
     if not options.get("out"):
         raise ClipscaleError("where to write: out=DIR")
     engine = connect(db, must_exist=True)
-    family = laws.family_of(parse_filters(filters))
+    family = selection.family_of(parse_filters(filters))
     metrics = _report_metrics(engine, filters, options.get("metrics", ""))
-    groups = laws.groups_of(engine, filters, options.get("group", "source"))
+    groups = selection.groups_of(engine, filters, options.get("group", "source"))
     targets = [_report_target(t) for t in _list(options.get("predict", ""))]
-    sections = laws.study(engine, filters, metrics, groups, targets, _settings(options))
+    sections = study.study(engine, filters, metrics, groups, targets, _settings(options))
     overlay = options.get("overlay")
     views = [v for s in sections if (v := clipa.view(engine, filters, s.dataset, s.metric, overlay))]
     if overlay and not any(v.published for v in views):
@@ -988,7 +991,7 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
     paths = write_report(sections, Path(options["out"]), f"Scaling laws of {family}", filters, views)
     for section in sections:
         for _, f in section.fits:
-            laws.record_fit(engine, f, "fit")
+            fit_history.record_fit(engine, f, "fit")
     click.echo(f"report: {Path(options['out']) / 'report.html'} ({len(paths)} files)")
     for path in paths:
         if path.suffix == ".png":
@@ -996,10 +999,10 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
 
 
 def _report_metrics(engine: Any, filters: Sequence[str], text: str) -> list[tuple[str, str]]:
-    from scaling.fit import laws
+    from scaling.fit import selection
 
     if text == "all":
-        return laws.metrics_of(engine, filters, include_all=True)
+        return selection.metrics_of(engine, filters, include_all=True)
     chosen = []
     for item in _list(text):
         dataset, _, metric = item.partition("/")
@@ -1010,7 +1013,7 @@ def _report_metrics(engine: Any, filters: Sequence[str], text: str) -> list[tupl
 
 
 def _report_target(text: str) -> Any:
-    from scaling.fit.laws import Target
+    from scaling.fit.study import Target
     from scaling.units import parse_count
 
     model, at, samples = text.partition("@")

@@ -34,8 +34,10 @@ from scaling import clipa
 from scaling.clipa import InverseView
 from scaling.errors import ClipscaleError
 from scaling.files import atomic_file
-from scaling.fit.laws import Fitted, Run, Section
+from scaling.fit.laws import Fitted
 from scaling.fit.powerlaw import Law
+from scaling.fit.selection import Run
+from scaling.fit.study import Section
 from scaling.fit.surface import Surface
 from scaling.units import format_count
 

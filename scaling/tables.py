@@ -208,7 +208,7 @@ def _ci(lo: float, hi: float, fmt: str = ".4f") -> str:
 
 
 def error_text(metric: str) -> str:
-    from scaling.fit.laws import error_label
+    from scaling.fit.selection import error_label
 
     return error_label(metric).replace("-", "−")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from scaling.errors import ClipscaleError
-from scaling.fit import fit_law, laws
+from scaling.fit import fit_law, history, laws, study
 from scaling.fit.frontier import batch_sums, frontier, ols_from_sums, sort_runs
 from scaling.store import connect, import_table
 
@@ -76,11 +76,13 @@ def test_paper_laws_are_reproduced_exactly(paper: Path) -> None:
     assert openai.law.method == "all" and openai.law.n_runs == 3
     coco = laws.fit(engine, ["family=paper", LAION], "mscoco_captions", "image_retrieval_recall@5")
     assert round(coco.law.alpha, 4) == -0.0794 and round(coco.law.beta, 2) == 2.75
-    g14 = laws.resolve(engine, openclip, laws.Target("g/14 34B", model="ViT-g-14", samples_seen=SAMPLES_34B))
+    g14 = study.resolve(
+        engine, openclip, study.Target("g/14 34B", model="ViT-g-14", samples_seen=SAMPLES_34B)
+    )
     assert g14.gmacs_per_sample == 290.74 and round(100 * (1 - g14.error), 1) == 79.1
     # G/14 has no run in the table: its GMACs come from the paper's GMACs table.
-    big = laws.Target("G/14 68B", model="ViT-bigG-14", samples_seen=2 * SAMPLES_34B, gmacs=532.92)
-    assert round(100 * (1 - laws.resolve(engine, openclip, big).error), 1) == 81.9
+    big = study.Target("G/14 68B", model="ViT-bigG-14", samples_seen=2 * SAMPLES_34B, gmacs=532.92)
+    assert round(100 * (1 - study.resolve(engine, openclip, big).error), 1) == 81.9
     # The paper's finding: OpenCLIP scales better on retrieval, OpenAI CLIP on ImageNet.
     assert laws.compare(coco, laws.fit(engine, ["family=paper", "data=CLIP-WIT"], "mscoco_captions",
                                        "image_retrieval_recall@5")).alpha_diff < 0  # fmt: skip
@@ -215,14 +217,14 @@ def test_fit_history_records_a_law_once_per_change(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     write_table(tmp_path / "part.csv", rows[:9])
     import_table(engine, tmp_path / "part.csv", "mine")
-    first = laws.refit(engine, "mine")
+    first = study.refit(engine, "mine")
     assert [(r.group, r.dataset, r.metric) for r in first] == [("toy", "imagenet1k", "acc1")]
     assert first[0].recorded and first[0].fitted is not None
-    assert not laws.refit(engine, "mine")[0].recorded  # nothing landed: no new row
+    assert not study.refit(engine, "mine")[0].recorded  # nothing landed: no new row
     import_table(engine, full, "mine")
-    second = laws.refit(engine, "mine")
+    second = study.refit(engine, "mine")
     assert second[0].recorded and second[0].fitted is not None and second[0].fitted.law.n_runs == 18
-    rows_now = laws.history(engine, "mine", "imagenet1k", "acc1")
+    rows_now = history.history(engine, "mine", "imagenet1k", "acc1")
     assert [r["n_runs"] for r in rows_now] == [9, 18]
     assert rows_now[1]["alpha"] == pytest.approx(second[0].fitted.law.alpha)
     assert all(r["trigger"] == "ingest" for r in rows_now)
@@ -237,12 +239,12 @@ def test_a_law_not_fitted_yet_says_why_in_one_line(
     with open(law_table(tmp_path / "full.csv")) as f:
         first_run = list(csv.DictReader(f))[:1]
     import_table(engine, write_table(tmp_path / "one.csv", first_run), "mine")
-    (waiting,) = laws.refit(engine, "mine")
+    (waiting,) = study.refit(engine, "mine")
     assert waiting.fitted is None and not waiting.recorded
     assert waiting.reason == "1 run(s): a law needs at least two"  # the law's name is on the line already
     print_refits("mine", [waiting])
     assert capsys.readouterr().out == f"  no law yet for mine [toy] imagenet1k/acc1: {waiting.reason}\n"
-    assert laws.history(engine, "mine") == []
+    assert history.history(engine, "mine") == []
 
 
 def test_fit_command_records_history_and_shows_it(tmp_path: Path) -> None:
@@ -360,8 +362,8 @@ def test_runs_of_equal_error_give_a_flat_law_that_is_recorded(tmp_path: Path) ->
         for s in (1e6, 1e7)
     ]
     import_table(engine, write_table(tmp_path / "flat.csv", rows), "chance")
-    (refit,) = laws.refit(engine, "chance")
-    assert refit.recorded and laws.history(engine, "chance")[0]["r2"] == 1.0
+    (refit,) = study.refit(engine, "chance")
+    assert refit.recorded and history.history(engine, "chance")[0]["r2"] == 1.0
 
 
 def test_non_positive_compute_is_refused() -> None:

@@ -15,7 +15,7 @@ from conftest import REPO
 from test_fit import LAION, cli
 
 from scaling.errors import ClipscaleError
-from scaling.fit import laws
+from scaling.fit import laws, selection
 from scaling.fit.audit import beats, compute_cut, on_frontier
 from scaling.fit.decide import Side, decide, scale_keys
 from scaling.fit.forms import CURVES, N_PARAMS, fit_form
@@ -185,7 +185,7 @@ def test_paper_audit_lists_every_run_above_the_cut_with_its_prediction(tmp_path:
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     engine = connect(f"sqlite:///{tmp_path}/results.db")
-    runs, *_ = laws.load(engine, ["family=paper", LAION], "imagenet1k", "acc1")
+    runs, *_ = selection.load(engine, ["family=paper", LAION], "imagenet1k", "acc1")
     above = {r.id for r in runs if r.compute >= 1e12}
     assert {h["run"] for h in result["held_out"]} == above and len(above) == 8
     assert result["form"] == "power" and result["n_fit"] == 29 - 8
@@ -247,8 +247,8 @@ def test_auto_chooses_a_form_by_held_out_error_and_says_why(tmp_path: Path, shar
     # Chosen by held-out error: no richer form beats it (by the parsimony margin, beyond the
     # paired differences' noise and the runs' scatter), as the library decides it too.
     engine = connect(f"sqlite:///{tmp_path}/results.db")
-    runs, *_ = laws.load(engine, ["family=paper", LAION], "imagenet1k", "acc1")
-    c, e = np.array([r.compute for r in runs]), laws.errors_of("acc1", runs)
+    runs, *_ = selection.load(engine, ["family=paper", LAION], "imagenet1k", "acc1")
+    c, e = np.array([r.compute for r in runs]), selection.errors_of("acc1", runs)
     again = laws.choose_form(laws.Settings(n_boot=100, method="all", form="auto"), c, e, [r.id for r in runs],
                              c >= compute_cut(c), "top quarter")  # fmt: skip
     assert again.form == law["form"]
@@ -335,7 +335,7 @@ def test_import_by_columns_is_idempotent_and_fits_a_loss_as_it_is(tmp_path: Path
     assert cli(args, tmp_path).returncode == 0
     assert cli(args, tmp_path).returncode == 0
     engine = connect(f"sqlite:///{tmp_path}/results.db")
-    runs, *_ = laws.load(engine, ["family=lm"], "train", "loss", need_compute=False)
+    runs, *_ = selection.load(engine, ["family=lm"], "train", "loss", need_compute=False)
     assert len(runs) == 12 and all(r.params and r.gmacs_per_sample is None for r in runs)
     out = cli(["fit", "family=lm", "metric=train/loss", "form=surface", "size=params", "boot=50", "--format",
                "json"], tmp_path)  # fmt: skip
@@ -446,7 +446,7 @@ def test_paper_comparison_scores_deciding_at_small_scale(tmp_path: Path, shared:
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)["decision"]
     engine = connect(f"sqlite:///{tmp_path}/results.db")
-    runs, *_ = laws.load(engine, ["family=paper", "model=ViT-L-14", "data=[LAION-400M,LAION-2B]"],
+    runs, *_ = selection.load(engine, ["family=paper", "model=ViT-L-14", "data=[LAION-400M,LAION-2B]"],
                            "imagenet1k", "acc1")  # fmt: skip
     largest = {r.data: 1 - r.value for r in runs if r.samples_seen > 30e9}
     assert d["target"][0] == "ViT-L-14"

@@ -14,12 +14,12 @@ import pytest
 from conftest import REPO
 from test_fit import cli
 
-from scaling.fit.laws import source_of
+from scaling.fit.selection import source_of
 from scaling.store.openclip import parse_tag
 
 DOCS = REPO.parent / "shared" / "external-data" / "open_clip-docs"
 RESULTS = DOCS / "openclip_results.csv"
-# The oracle's data-source names, as sources (laws.source_of) of ours.
+# The oracle's data-source names, as sources (source_of) of ours.
 SOURCES = {
     "DFN-5B": "DFN", "DFN-2B": "DFN", "LAION-2B": "LAION", "LAION-400M": "LAION", "LAION-5B": "LAION",
     "WebLI": "WebLI", "DataComp": "DataComp", "MetaCLIP-2.5B": "MetaCLIP", "MetaCLIP-400M": "MetaCLIP",

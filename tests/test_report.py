@@ -17,7 +17,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from scaling.errors import ClipscaleError
-from scaling.fit.laws import Section, Settings, Target, study
+from scaling.fit.laws import Settings
+from scaling.fit.study import Section, Target, study
 from scaling.fit.surface import Surface
 from scaling.report import write_report
 from scaling.store import connect

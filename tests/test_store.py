@@ -207,14 +207,14 @@ def test_paper_table_imports_as_32_runs(url: str, shared: Path) -> None:
 
 
 def test_paper_law_and_its_history_on_both_backends(url: str, shared: Path) -> None:
-    from scaling.fit import laws
+    from scaling.fit import history, laws
 
     engine = connect(url)
     import_table(engine, shared / "zeroshot_results.csv", "paper")
     fitted = laws.fit(engine, ["family=paper", "data=[LAION-80M,LAION-400M,LAION-2B]"], "imagenet1k", "acc1")
     assert round(fitted.law.alpha, 4) == -0.1114
-    assert laws.record_fit(engine, fitted) and not laws.record_fit(engine, fitted)
-    (row,) = laws.history(engine, "paper")
+    assert history.record_fit(engine, fitted) and not history.record_fit(engine, fitted)
+    (row,) = history.history(engine, "paper")
     assert row["alpha"] == pytest.approx(fitted.law.alpha) and row["n_runs"] == 29
     assert row["alpha_low"] == pytest.approx(fitted.law.alpha_ci[0])
 

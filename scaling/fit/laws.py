@@ -1,51 +1,39 @@
-"""Laws of stored runs: select a family's runs and one metric, fit, predict, compare, and
-keep the fit history. The library behind `scaling fit`, `predict`, `compare` and `report`."""
+"""A law of stored runs: one metric of a family's runs (selection.py chooses them) fitted,
+predicted, compared, audited, and its error surface. The fit history is history.py's, what a
+report or a refit asks of a family study.py's."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from scaling.clock import db_now
 from scaling.errors import ClipscaleError
 from scaling.fit.audit import Audit, Choice, audit, choose, compute_cut
 from scaling.fit.decide import Decision, Side, decide, scale_keys
 from scaling.fit.forms import FORMS, N_PARAMS, fit_form, frontier_for
 from scaling.fit.huber import DELTA, Array
 from scaling.fit.powerlaw import Law, percentile_interval
-from scaling.fit.suggest import Candidate, Suggestion, suggest
-from scaling.fit.surface import Surface, fit_surface
-from scaling.modeltypes import MODEL_TYPES
-from scaling.outcome import json_safe
-from scaling.store.db import read, transaction
-from scaling.store.models import Fit
-from scaling.store.query import Condition, Filters, fetch, metric_names, parse_filters
-from scaling.units import format_count
-
-# What a family is fitted on when no metric is named: the paper's headline evaluations
-# if the family has them, else the primary metric of every evaluation set.
-HEADLINE = (
-    ("imagenet1k", "acc1"),
-    ("imagenet_robustness", "acc1"),
-    ("imagenet1k", "lp_acc1"),
-    ("mscoco_captions", "image_retrieval_recall@5"),
-    ("flickr30k", "image_retrieval_recall@5"),
+from scaling.fit.selection import (
+    _SIZE,
+    Run,
+    checkpoints_of,
+    error_label,
+    errors_of,
+    family_of,
+    from_error,
+    load,
+    lower_is_better,
+    source_of,
+    to_error,
 )
-PRIMARY = ("acc1", "lp_acc1", "probe_acc1", "finetune_acc1", "image_retrieval_recall@5")
-_SHOTS = re.compile(r"^probe_acc1_\d+shot$")  # a k-shot probe's mean top-1 (scaling/probe.py)
-
-
-def is_primary(metric: str) -> bool:
-    """A metric a family is fitted on by default: each set's main one, and each k-shot probe."""
-    return metric in PRIMARY or bool(_SHOTS.match(metric))
+from scaling.fit.surface import Surface, fit_surface
+from scaling.store.query import parse_filters
 
 
 @dataclass(frozen=True)
@@ -87,41 +75,6 @@ class Settings:
         if self.form != "auto":
             return self
         return replace(self, form=form, method=self.frontier, objective=self.objective or "huber")
-
-
-def lower_is_better(metric: str) -> bool:
-    """A loss is fitted as it is; an accuracy or a recall as its error 1 − value."""
-    return metric == "loss" or metric.endswith("_loss")
-
-
-def to_error(metric: str, value: float) -> float:
-    return value if lower_is_better(metric) else 1.0 - value
-
-
-def from_error(metric: str, error: float) -> float:
-    return error if lower_is_better(metric) else 1.0 - error
-
-
-def errors_of(metric: str, runs: Sequence[Run]) -> Array:
-    """E of each run: the law's quantity."""
-    return np.array([to_error(metric, r.value) for r in runs])
-
-
-def error_label(metric: str) -> str:
-    return metric if lower_is_better(metric) else f"1 - {metric}"
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    model: str
-    data: str
-    samples_seen: int
-    gmacs_per_sample: float | None
-    compute: float
-    value: float  # the metric; the error is 1 - value (or the value, for a loss)
-    params: float | None = None
-    data_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -223,83 +176,6 @@ def choice_record(choice: Any) -> dict[str, Any]:
             "failed": dict(choice.failed)}  # fmt: skip
 
 
-def split_metric(dataset: str | None, metric: str | None) -> tuple[str | None, str | None]:
-    """``dataset=imagenet1k metric=acc1`` or ``metric=imagenet1k/acc1``."""
-    if metric and "/" in metric and not dataset:
-        dataset, metric = metric.split("/", 1)
-    return dataset, metric
-
-
-def family_of(filters: Filters) -> str:
-    """The one family (or sweep) the filters name: laws are fitted per family."""
-    names = [v for c in filters.conditions if c.key in ("family", "sweep") for v in c.values]
-    if len(names) != 1:
-        raise ClipscaleError("name one family to fit: family=NAME (a sweep or an imported table)")
-    return names[0]
-
-
-def checkpoints_of(filters: Filters) -> str:
-    """Which points of trajectories the filters take: final runs unless they say otherwise
-    (a constant-LR checkpoint has not cooled down: it lies above the finished runs' law)."""
-    said = [c.values[0] for c in filters.conditions if c.key == "checkpoints"]
-    if any(c.key == "from_checkpoint" for c in filters.conditions):
-        return "all"  # the caller chose by from_checkpoint itself
-    return said[-1] if said else "final"
-
-
-def load(
-    engine: Engine, filters: Sequence[str], dataset: str, metric: str, need_compute: bool = True
-) -> tuple[list[Run], list[str], int, list[tuple[str, str]]]:
-    """The family's succeeded runs with a value for dataset/metric, those without one, how
-    many constant-LR checkpoints the selection left out, and the runs left out because their
-    samples seen are not known (imported so), each with why."""
-    parsed = parse_filters(filters)
-    family = family_of(parsed)
-    chosen = checkpoints_of(parsed)
-    rest = tuple(c for c in parsed.conditions if c.key != "checkpoints")
-    succeeded = Filters((*rest, Condition("status", "=", ("succeeded",))))
-    rows, metrics = fetch(engine, succeeded, only=(dataset, metric))
-    left_out = sum(1 for r in rows if r["from_checkpoint"]) if chosen == "final" else 0
-    if chosen != "all":
-        rows = [r for r in rows if bool(r["from_checkpoint"]) == (chosen == "only")]
-    if not rows:
-        raise ClipscaleError(f"no succeeded run of family {family} matches {' '.join(filters)}")
-    values = {pid: v for pid, d, m, v in metrics if d == dataset and m == metric}
-    if not any(values.get(r["id"]) is not None for r in rows):
-        have = sorted({f"{d}/{m}" for _, d, m, _ in fetch(engine, succeeded)[1] if is_primary(m)})
-        raise ClipscaleError(
-            f"no run of family {family} has {dataset}/{metric}"
-            + (f" (it has: {', '.join(have[:12])}{', …' if len(have) > 12 else ''})" if have else "")
-        )
-    runs, skipped, excluded = [], [], []
-    for r in rows:
-        value = values.get(r["id"])
-        if value is None:
-            skipped.append(r["id"])
-            continue
-        if r["samples_seen"] is None or (r["compute_gmacs"] is None and r["no_compute"]):
-            excluded.append((r["id"], r["no_compute"] or "its samples seen are not known"))
-            continue
-        if r["compute_gmacs"] is None and need_compute:
-            raise ClipscaleError(f"run {r['id']}: its compute is not known (no GMACs per sample)")
-        runs.append(Run(r["id"], r["model"], r["data"], int(r["samples_seen"]), r["gmacs_per_sample"],
-                        float(r["compute_gmacs"] if r["compute_gmacs"] is not None else "nan"), float(value),
-                        r["params"], r["data_size"]))  # fmt: skip
-    if not runs and excluded:
-        raise ClipscaleError(f"no run of family {family} with {dataset}/{metric} has a known compute "
-                             f"({len(excluded)} left out: {excluded[0][0]}: {excluded[0][1]})")  # fmt: skip
-    return runs, skipped, left_out, excluded + _diverged(engine, rest)
-
-
-def _diverged(engine: Engine, rest: tuple[Condition, ...]) -> list[tuple[str, str]]:
-    """The family's runs whose loss became NaN or infinite, with why: kept in the store and
-    left out of its laws, which say so (unless the filters chose the runs' status themselves)."""
-    if any(c.key == "status" for c in rest):
-        return []
-    rows, _ = fetch(engine, Filters((*rest, Condition("status", "=", ("diverged",)))), metrics=False)
-    return [(r["id"], f"diverged: {r['error'] or 'the training loss became NaN or infinite'}") for r in rows]
-
-
 def fit(
     engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings = Settings()
 ) -> Fitted:
@@ -363,29 +239,6 @@ def choose_form(
 
 def _law_name(family: str, dataset: str, metric: str) -> str:
     return f"family {family}, {dataset}/{metric}"
-
-
-def _in_group(filters: Sequence[str], group: Sequence[str]) -> list[str]:
-    """The filters narrowed to a group's runs."""
-    return [*filters, *group]
-
-
-def metrics_of(engine: Engine, filters: Sequence[str], include_all: bool = False) -> list[tuple[str, str]]:
-    """The (dataset, metric) pairs a family is fitted on by default."""
-    have = {(d, m) for d, m in metric_names(engine, parse_filters(filters)) if is_primary(m)}
-    headline = [p for p in HEADLINE if p in have]
-    return headline if headline and not include_all else sorted(have)
-
-
-_SIZE = re.compile(r"^(?P<source>.+?)(?:[-_]?\d+(?:\.\d+)?[kKmMbBtT]|[-_](?:small|medium|large|xlarge))$")
-
-
-def source_of(data: str) -> str:
-    """The data source of a data set: names that differ only in a size suffix (LAION-80M,
-    LAION-400M, LAION-2B; toy-4k, toy-64k) or a DataComp pool scale (DataComp-small …
-    DataComp-1B) are one source."""
-    m = _SIZE.match(data)
-    return m["source"] if m else data
 
 
 # ---------------------------------------------------------------- predictions
@@ -501,287 +354,13 @@ def decision_of(a: Fitted, b: Fitted) -> Decision | str:
 # ---------------------------------------------------------------- history
 
 
-def _selection(f: Fitted) -> str:
-    return json.dumps(sorted(f.filters))
-
-
-def record_fit(engine: Engine, fitted: Fitted, trigger: str = "fit") -> bool:
-    """Add the fit to the history unless the last fit of the same selection had the same
-    inputs and settings; returns whether a row was added. The history keeps power laws by the
-    runs bootstrap (its columns are α and β, and no σ); other fits are reported, not recorded."""
-    law = fitted.law
-    if not isinstance(law, Law) or law.noise:
-        return False
-    row = {
-        "family": fitted.family, "selection": _selection(fitted), "dataset": fitted.dataset,
-        "metric": fitted.metric, "method": law.method, "bins": law.bins, "n_runs": law.n_runs,
-        "n_frontier": len(law.frontier), "alpha": law.alpha, "alpha_low": json_safe(law.alpha_ci[0]),
-        "alpha_high": json_safe(law.alpha_ci[1]), "beta": law.beta, "beta_low": json_safe(law.beta_ci[0]),
-        "beta_high": json_safe(law.beta_ci[1]), "level": law.level, "r2": law.r2, "n_boot": law.n_boot,
-        "inputs": fitted.inputs, "trigger": trigger,
-    }  # fmt: skip
-    same = (Fit.family == row["family"], Fit.selection == row["selection"], Fit.dataset == row["dataset"],
-            Fit.metric == row["metric"])  # fmt: skip
-
-    def work(conn: sa.Connection) -> bool:
-        last = conn.execute(
-            sa.select(Fit.inputs, Fit.method, Fit.bins, Fit.n_boot, Fit.level)
-            .where(*same).order_by(Fit.fitted_at.desc(), Fit.id.desc()).limit(1)
-        ).first()  # fmt: skip
-        if last is not None and tuple(last) == (row["inputs"], row["method"], row["bins"], row["n_boot"],
-                                                row["level"]):  # fmt: skip
-            return False
-        conn.execute(sa.insert(Fit).values(**row, fitted_at=db_now()))
-        return True
-
-    return transaction(engine, work)
-
-
-def history(
-    engine: Engine, family: str, dataset: str | None = None, metric: str | None = None
-) -> list[dict[str, Any]]:
-    """Every recorded fit of the family (oldest first), optionally of one metric."""
-    where = [Fit.family == family]
-    if dataset:
-        where.append(Fit.dataset == dataset)
-    if metric:
-        where.append(Fit.metric == metric)
-    q = sa.select(*Fit.__table__.columns).where(*where).order_by(Fit.fitted_at, Fit.id)
-    return read(engine, lambda conn: [dict(r._mapping) for r in conn.execute(q)])
-
-
 # ---------------------------------------------------------------- studies (what a report shows)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A prediction asked for: a model at a number of samples seen, or a compute."""
-
-    label: str
-    model: str | None = None
-    samples_seen: float | None = None
-    compute: float | None = None
-    gmacs: float | None = None
-
-    @classmethod
-    def of_model(cls, model: str, samples_seen: int, gmacs: float | None = None) -> Target:
-        return cls(
-            f"{model} {format_count(samples_seen)}", model=model, samples_seen=samples_seen, gmacs=gmacs
-        )
-
-    @classmethod
-    def of_compute(cls, compute: float) -> Target:
-        return cls(f"C={compute:.3g}", compute=compute)
-
-
-@dataclass(frozen=True)
-class Section:
-    """One metric of a study: a law per group of runs, predictions, and group comparisons."""
-
-    dataset: str
-    metric: str
-    fits: tuple[tuple[str, Fitted], ...]
-    predictions: tuple[tuple[str, Prediction], ...]
-    comparisons: tuple[Comparison, ...]
-    audits: tuple[tuple[str, Audited | str], ...] = ()  # per group: its audit, or why there is none
-    surfaces: tuple[tuple[str, Surface | str], ...] = ()  # per group: E(N, D), or why there is none
-
-
-# How runs are grouped into laws: by data source (LAION-80M … LAION-2B are one source), data
-# set, model type (CLIP, SigLIP, CoCa), or all runs together.
-GROUPINGS = ("source", "data", "model_type", "all")
-
-
-def groups_of(engine: Engine, filters: Sequence[str], by: str = "source") -> dict[str, list[str]]:
-    """The filters that select each group of the runs: {"LAION": ["data=[LAION-2B,LAION-400M]"]}
-    by data source, {"siglip": ["model_type=siglip"]} by model type."""
-    if by not in GROUPINGS:
-        raise ClipscaleError(f"group={by!r}: use {', '.join(GROUPINGS)}")
-    rows, _ = fetch(engine, parse_filters(filters), metrics=False)
-    if by == "model_type":
-        types = {r["model_type"] for r in rows}
-        return {t: [f"model_type={t}"] for t in sorted(types, key=_type_order)}
-    data = sorted({r["data"] for r in rows})
-    if by == "all":
-        return {"all runs": [_data_filter(data)]}
-    if by == "data":
-        return {d: [_data_filter([d])] for d in data}
-    sources: dict[str, list[str]] = {}
-    for d in data:
-        sources.setdefault(source_of(d), []).append(d)
-    return {k: [_data_filter(v)] for k, v in sorted(sources.items())}
-
-
-def _data_filter(data: Sequence[str]) -> str:
-    return f"data=[{','.join(data)}]"
-
-
-def _type_order(model_type: str) -> tuple[int, str]:
-    return (MODEL_TYPES.index(model_type) if model_type in MODEL_TYPES else len(MODEL_TYPES), model_type)
-
-
-def model_gmacs(engine: Engine, family: str, model: str) -> float:
-    """GMACs per sample of ``model``: as the family's runs record it (their median), else
-    counted like `scaling plan` counts it (cached; torch is imported only to count)."""
-    rows, _ = fetch(engine, parse_filters([f"family={family}", f"model={model}"]), metrics=False)
-    found = [r["gmacs_per_sample"] for r in rows if r["gmacs_per_sample"]]
-    if found:
-        return float(np.median(found))
-    from scaling.compute import macs_for, macs_key
-    from scaling.config import Catalog, config_dirs
-
-    spec = Catalog(config_dirs()).model(model)
-    return macs_for([(spec, None, None, None)])[macs_key(spec, None, None, None)].total
-
-
-def resolve(engine: Engine, fitted: Fitted, target: Target) -> Prediction:
-    """A prediction for a target: a compute, or a model (GMACs from model_gmacs unless
-    given) at a number of samples seen."""
-    if target.compute is not None:
-        return predict(fitted, target.compute, target.label)
-    if target.model is None or target.samples_seen is None:
-        raise ClipscaleError(f"prediction {target.label}: give compute=, or model= and samples_seen=")
-    gmacs = target.gmacs or model_gmacs(engine, fitted.family, target.model)
-    return predict(
-        fitted, gmacs * target.samples_seen, target.label, target.model, target.samples_seen, gmacs
-    )
-
-
-def study(
-    engine: Engine, filters: Sequence[str], metrics: Sequence[tuple[str, str]] = (),
-    groups: dict[str, list[str]] | None = None, targets: Sequence[Target] = (),
-    settings: Settings = Settings(),
-) -> tuple[Section, ...]:  # fmt: skip
-    """Every law a report shows, all fitted before anything is written: one bad fit fails it."""
-    metrics = list(metrics) or metrics_of(engine, filters)
-    if not metrics:
-        raise ClipscaleError(f"no succeeded run matches {' '.join(filters)}: nothing to fit")
-    groups = groups if groups is not None else groups_of(engine, filters)
-    sections = []
-    for dataset, metric in metrics:
-        fits = tuple(
-            (name, fit(engine, _in_group(filters, group), dataset, metric, settings))
-            for name, group in groups.items()
-        )
-        preds = tuple((name, resolve(engine, f, t)) for name, f in fits for t in _targets(f, targets))
-        comps = tuple(compare(a, b) for i, (_, a) in enumerate(fits) for _, b in fits[i + 1 :]
-                      if isinstance(a.law, Law) and isinstance(b.law, Law))  # fmt: skip
-        audits = tuple(
-            (name, _audit_or_reason(_in_group(filters, group), dataset, metric, settings, f))
-            for (name, group), (_, f) in zip(groups.items(), fits, strict=True)
-        )
-        surfaces = tuple((name, surface_of(f)) for name, f in fits)
-        sections.append(Section(dataset, metric, fits, preds, comps, audits, surfaces))
-    return tuple(sections)
-
-
-def _audit_or_reason(
-    filters: Sequence[str], dataset: str, metric: str, settings: Settings, fitted: Fitted
-) -> Audited | str:
-    """Every law in a report comes with its audit: held out at ``cut`` (the top quarter of
-    the group's log compute by default); a group too small to audit says why."""
-    cut = (
-        settings.cut if settings.cut is not None else compute_cut(np.array([r.compute for r in fitted.runs]))
-    )
-    try:
-        return audit_of(
-            fitted.family, filters, dataset, metric, fitted.runs, replace(settings, cut=None), cut
-        )
-    except ClipscaleError as e:
-        return str(e).removeprefix(f"{_law_name(fitted.family, dataset, metric)}: ")
-
-
-def surface_of(fitted: Fitted) -> Surface | str:
-    """The error surface E(N, D) of a law's runs (N in GMACs per sample), for its
-    compute-optimal line; without bootstrap (the line is drawn, not given an interval)."""
-    runs = fitted.runs
-    if any(not r.gmacs_per_sample for r in runs):
-        return "a run's GMACs per sample are not known"
-    try:
-        return fit_surface([float(r.gmacs_per_sample or 0.0) for r in runs], [r.samples_seen for r in runs],
-                           errors_of(fitted.metric, runs), n_boot=0, seed=fitted.settings.seed,
-                           delta=fitted.settings.delta)  # fmt: skip
-    except ClipscaleError as e:
-        return str(e)
-
-
-def _targets(fitted: Fitted, targets: Sequence[Target]) -> Sequence[Target]:
-    # Without targets, mark where the law says the next tenfold of compute lands.
-    if targets:
-        return targets
-    top = max(r.compute for r in fitted.runs)
-    return [Target("10× largest run", compute=top * 10)]
 
 
 # ---------------------------------------------------------------- what to run next
 
 
-def suggest_next(
-    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings,
-    candidates: Sequence[Candidate], target: Target, budget: float,
-) -> Suggestion:  # fmt: skip
-    """The planned points not run yet (nor running), ranked by how much each narrows the
-    interval at ``target`` per GPU-hour; the best that fit in ``budget`` GPU-hours chosen."""
-    fitted = fit(engine, filters, dataset, metric, settings)
-    rows, _ = fetch(engine, parse_filters([f"family={fitted.family}"]), metrics=False)
-    taken = {r["id"] for r in rows if r["status"] != "failed"}
-    left = [c for c in candidates if c.id not in taken]
-    at = resolve(engine, fitted, target)
-    same = settings.refitting(fitted.law.name)  # the law whose interval is narrowed, refitted alike
-
-    def refit(c: Array, e: Array, ids: Sequence[str]) -> Any:
-        return fit_arrays(same, c, e, ids, _upper(metric))[0]
-
-    c = np.array([r.compute for r in fitted.runs])
-    return suggest(fitted.law, c, errors_of(metric, fitted.runs), [r.id for r in fitted.runs], left,
-                   at.label, at.compute, budget, refit)  # fmt: skip
-
-
 # ---------------------------------------------------------------- refits as points land
-
-
-@dataclass(frozen=True)
-class Refit:
-    group: str
-    dataset: str
-    metric: str
-    fitted: Fitted | None
-    reason: str = ""  # why there is no law yet
-    recorded: bool = False
-
-
-def refit(
-    engine: Engine, family: str, trigger: str = "ingest", settings: Settings = Settings()
-) -> list[Refit]:
-    """Refit every default law of a family (per data source and headline metric) and add
-    the new ones to the fit history; a law that cannot be fitted yet says why."""
-    filters = [f"family={family}"]
-    out = []
-    groups = groups_of(engine, filters)
-    for dataset, metric in metrics_of(engine, [*filters, "status=succeeded"]):
-        for r in fit_each(engine, filters, dataset, metric, settings, groups):
-            recorded = r.fitted is not None and record_fit(engine, r.fitted, trigger)
-            out.append(replace(r, recorded=recorded))
-    return out
-
-
-def fit_each(
-    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings,
-    groups: dict[str, list[str]] | None = None,
-) -> list[Refit]:  # fmt: skip
-    """One law per group of runs (default: per data source); a group that cannot be fitted
-    (too few runs, none of known compute) says why instead."""
-    family = family_of(parse_filters(filters))
-    out = []
-    for group, selection in (groups if groups is not None else groups_of(engine, filters)).items():
-        try:
-            f = fit(engine, _in_group(filters, selection), dataset, metric, settings)
-        except ClipscaleError as e:
-            reason = str(e).removeprefix(f"{_law_name(family, dataset, metric)}: ")
-            out.append(Refit(group, dataset, metric, None, reason))
-            continue
-        out.append(Refit(group, dataset, metric, f))
-    return out
 
 
 # ---------------------------------------------------------------- the extrapolation audit
