@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from scaling import lawargs
 from scaling.errors import ClipscaleError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -568,100 +569,6 @@ def runs(filters: tuple[str, ...], db: str | None, fmt: str, output: str | None)
 
 # ---------------------------------------------------------------- laws
 
-_FIT_KEYS = (
-    "dataset",
-    "metric",
-    "frontier",
-    "bins",
-    "boot",
-    "level",
-    "seed",
-    "form",
-    "delta",
-    "cut",
-    "noise",
-    "starts",
-    "size",
-    "budget",
-)
-_TARGET_KEYS = ("model", "samples_seen", "compute", "gmacs")
-
-
-def _split_args(args: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """Separate the command's own ``key=value`` settings from the run filters."""
-    filters, options = [], {}
-    for arg in args:
-        key, eq, value = arg.partition("=")
-        if eq and key.strip() in keys:
-            options[key.strip()] = value.strip()
-        else:
-            filters.append(arg)
-    return filters, options
-
-
-def _settings(options: dict[str, str]) -> Any:
-    from scaling.fit.laws import Settings
-
-    def number(key: str, kind: Callable[[str], Any], default: Any) -> Any:
-        try:
-            return kind(options[key]) if key in options else default
-        except ValueError:
-            raise ClipscaleError(f"{key}={options[key]!r} is not a number") from None
-
-    from scaling.fit.forms import FORMS
-    from scaling.fit.frontier import METHODS
-
-    form = options.get("form", "power")
-    if form not in (*FORMS, "auto", *SURFACES):
-        raise ClipscaleError(f"form={form!r}: use {', '.join((*FORMS, *SURFACES, 'auto'))}")
-    method = options.get("frontier") or None
-    if method is not None and method not in METHODS:
-        raise ClipscaleError(f"unknown frontier {method!r} (valid: {', '.join(METHODS)})")
-    default = Settings()
-    return Settings(  # checks its own values
-        method=method, bins=number("bins", int, default.bins), n_boot=number("boot", int, default.n_boot),
-        level=number("level", float, default.level), seed=number("seed", int, default.seed), form=form,
-        delta=number("delta", float, default.delta), cut=number("cut", float, None),
-        noise=number("noise", float, default.noise),
-    )  # fmt: skip
-
-
-SURFACES = ("surface", "surface-effective")
-
-
-def _starts(options: dict[str, str]) -> int | None:
-    """starts=all (every point of the form's grid) or N (the N best-scoring); -1: the form's own."""
-    text = options.get("starts", "")
-    if not text:
-        return -1
-    if text == "all":
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ClipscaleError(f"starts={text!r}: use all or a positive number")
-    return n
-
-
-def _metric(options: dict[str, str], required: bool) -> tuple[str, str] | None:
-    from scaling.fit.selection import split_metric
-
-    dataset, metric = split_metric(options.get("dataset"), options.get("metric"))
-    if dataset and metric:
-        return dataset, metric
-    if required or dataset or metric:
-        raise ClipscaleError("name the metric: dataset=NAME metric=NAME (or metric=DATASET/METRIC)")
-    return None
-
-
-def _list(text: str) -> list[str]:
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return [v.strip() for v in text.split(",") if v.strip()]
-
 
 def _echo_json(value: Any) -> None:
     from scaling.outcome import json_safe  # an interval without bootstrap draws is NaN: null
@@ -695,16 +602,16 @@ def fit_(args: tuple[str, ...], db: str | None, fmt: str, history: bool) -> None
     from scaling.store import connect, parse_filters
     from scaling.tables import print_fit_history, print_fits
 
-    filters, options = _split_args(args, (*_FIT_KEYS, "group"))
+    filters, options = lawargs.split_args(args, (*lawargs.FIT_KEYS, "group"))
     engine = connect(db, must_exist=True)
-    chosen = _metric(options, required=False)
+    chosen = lawargs.metric_of(options, required=False)
     if history:
         family = selection.family_of(parse_filters(filters))
         rows = fit_history.history(engine, family, *(chosen or (None, None)))
         _echo_json(rows) if fmt == "json" else print_fit_history(family, rows)
         return
-    settings = _settings(options)
-    if settings.form in SURFACES:
+    settings = lawargs.settings_of(options)
+    if settings.form in lawargs.SURFACES:
         _fit_surface(engine, filters, chosen, settings, options, fmt)
         return
     if "group" in options:
@@ -755,9 +662,10 @@ def _fit_surface(engine: Any, filters: list[str], chosen: tuple[str, str] | None
 
     if not chosen:
         raise ClipscaleError("the surface is fitted for one metric: dataset=NAME metric=NAME")
-    budgets = [_number(b, "budget") for b in _list(options.get("budget", ""))]
-    fitted = laws.fit_surface_runs(engine, filters, *chosen, settings, options.get("size", "gmacs"),
-                                   settings.form == "surface-effective", _starts(options))  # fmt: skip
+    budgets = [lawargs.positive(b, "budget") for b in lawargs.list_of(options.get("budget", ""))]
+    size, effective = options.get("size", "gmacs"), settings.form == "surface-effective"
+    starts = lawargs.starts_of(options)
+    fitted = laws.fit_surface_runs(engine, filters, *chosen, settings, size, effective, starts)
     record = fitted.record(budgets)
     if fmt == "json":
         _echo_json(record)
@@ -765,16 +673,6 @@ def _fit_surface(engine: Any, filters: list[str], chosen: tuple[str, str] | None
         from scaling.tables import print_surface
 
         print_surface(fitted, record)
-
-
-def _number(text: str, key: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ClipscaleError(f"{key}={text!r} is not a number") from None
-    if not value > 0:
-        raise ClipscaleError(f"{key} must be positive, got {text}")
-    return value
 
 
 @main.command(name="audit")
@@ -795,10 +693,10 @@ def audit_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
     from scaling.store import connect
     from scaling.tables import print_audit
 
-    filters, options = _split_args(args, (*_FIT_KEYS, "holdout"))
-    dataset, metric = _metric(options, required=True) or ("", "")
-    settings = _settings(options)
-    if settings.form in SURFACES:
+    filters, options = lawargs.split_args(args, (*lawargs.FIT_KEYS, "holdout"))
+    dataset, metric = lawargs.metric_of(options, required=True) or ("", "")
+    settings = lawargs.settings_of(options)
+    if settings.form in lawargs.SURFACES:
         raise ClipscaleError("audit audits laws of compute: form=power|floor|saturating|broken|auto")
     engine = connect(db, must_exist=True)
     result = laws.audit_runs(engine, filters, dataset, metric, replace(settings, cut=None), settings.cut,
@@ -823,41 +721,17 @@ def predict_(args: tuple[str, ...], db: str | None, fmt: str) -> None:
     from scaling.store import connect
     from scaling.tables import print_predictions
 
-    filters, options = _split_args(args, (*_FIT_KEYS, *_TARGET_KEYS))
+    filters, options = lawargs.split_args(args, (*lawargs.FIT_KEYS, *lawargs.TARGET_KEYS))
     engine = connect(db, must_exist=True)
-    dataset, metric = _metric(options, required=True) or ("", "")
-    targets = _targets(options)
-    fitted = laws.fit(engine, filters, dataset, metric, _settings(options))
+    dataset, metric = lawargs.metric_of(options, required=True) or ("", "")
+    targets = lawargs.targets_of(options)
+    fitted = laws.fit(engine, filters, dataset, metric, lawargs.settings_of(options))
     predictions = [study.resolve(engine, fitted, t) for t in targets]
     if fmt == "json":
         records = [p.record(fitted) for p in predictions]
         _echo_json(records[0] if len(records) == 1 else records)
     else:
         print_predictions(fitted, predictions)
-
-
-def _targets(options: dict[str, str]) -> list[Any]:
-    from scaling.fit.study import Target
-    from scaling.units import parse_count
-
-    def numbers(key: str) -> list[float]:
-        try:
-            return [float(v) for v in _list(options.get(key, ""))]
-        except ValueError:
-            raise ClipscaleError(f"{key}={options[key]!r} is not a number") from None
-
-    if "compute" in options:
-        if "model" in options or "samples_seen" in options:
-            raise ClipscaleError("give compute=, or model= and samples_seen=, not both")
-        return [Target.of_compute(c) for c in numbers("compute")]
-    models, samples = _list(options.get("model", "")), _list(options.get("samples_seen", ""))
-    if not models or not samples:
-        raise ClipscaleError("what to predict: model=NAME samples_seen=N, or compute=GMACS")
-    gmacs = numbers("gmacs")
-    if len(gmacs) > 1 or (gmacs and len(models) > 1):
-        raise ClipscaleError("gmacs= is one number, for one model")
-    counts = [parse_count(s, "samples_seen") for s in samples]
-    return [Target.of_model(m, n, gmacs[0] if gmacs else None) for m in models for n in counts]
 
 
 @main.command(name="suggest")
@@ -882,15 +756,15 @@ def suggest_(args: tuple[str, ...], overrides: tuple[str, ...], config_dir: tupl
     from scaling.fit import selection, study
     from scaling.store import connect, parse_filters
 
-    filters, options = _split_args(args, (*_FIT_KEYS, "budget", "target", "plan"))
-    dataset, metric = _metric(options, required=True) or ("", "")
+    filters, options = lawargs.split_args(args, (*lawargs.FIT_KEYS, "budget", "target", "plan"))
+    dataset, metric = lawargs.metric_of(options, required=True) or ("", "")
     if "target" not in options or "budget" not in options:
         raise ClipscaleError("what to aim at and spend: target=MODEL@SAMPLES|COMPUTE budget=GPU-HOURS")
     try:
         budget = float(options["budget"])
     except ValueError:
         raise ClipscaleError(f"budget={options['budget']!r} is not a number of GPU-hours") from None
-    target, settings = _report_target(options["target"]), _settings(options)
+    target, settings = lawargs.target_named(options["target"]), lawargs.settings_of(options)
     sweep = options.get("plan") or selection.family_of(parse_filters(filters))
     candidates = _candidates(sweep, overrides, config_dir)
     engine = connect(db, must_exist=True)
@@ -938,9 +812,9 @@ def compare_(args: tuple[str, ...], a_filters: tuple[str, ...], b_filters: tuple
     from scaling.store import connect
     from scaling.tables import print_comparison
 
-    filters, options = _split_args(args, _FIT_KEYS)
-    dataset, metric = _metric(options, required=True) or ("", "")
-    engine, settings = connect(db, must_exist=True), _settings(options)
+    filters, options = lawargs.split_args(args, lawargs.FIT_KEYS)
+    dataset, metric = lawargs.metric_of(options, required=True) or ("", "")
+    engine, settings = connect(db, must_exist=True), lawargs.settings_of(options)
 
     def side(extra: Sequence[str]) -> Any:
         names = [f for f in extra if f.startswith(("family=", "sweep="))]
@@ -973,15 +847,17 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
     from scaling.report import write_report
     from scaling.store import connect, parse_filters
 
-    filters, options = _split_args(args, (*_FIT_KEYS, "out", "metrics", "predict", "group", "overlay"))
+    filters, options = lawargs.split_args(
+        args, (*lawargs.FIT_KEYS, "out", "metrics", "predict", "group", "overlay")
+    )
     if not options.get("out"):
         raise ClipscaleError("where to write: out=DIR")
     engine = connect(db, must_exist=True)
     family = selection.family_of(parse_filters(filters))
-    metrics = _report_metrics(engine, filters, options.get("metrics", ""))
+    metrics = lawargs.metrics_named(engine, filters, options.get("metrics", ""))
     groups = selection.groups_of(engine, filters, options.get("group", "source"))
-    targets = [_report_target(t) for t in _list(options.get("predict", ""))]
-    sections = study.study(engine, filters, metrics, groups, targets, _settings(options))
+    targets = [lawargs.target_named(t) for t in lawargs.list_of(options.get("predict", ""))]
+    sections = study.study(engine, filters, metrics, groups, targets, lawargs.settings_of(options))
     overlay = options.get("overlay")
     views = [v for s in sections if (v := clipa.view(engine, filters, s.dataset, s.metric, overlay))]
     if overlay and not any(v.published for v in views):
@@ -996,34 +872,6 @@ def report_(args: tuple[str, ...], db: str | None) -> None:
     for path in paths:
         if path.suffix == ".png":
             click.echo(f"  plot: {path}")
-
-
-def _report_metrics(engine: Any, filters: Sequence[str], text: str) -> list[tuple[str, str]]:
-    from scaling.fit import selection
-
-    if text == "all":
-        return selection.metrics_of(engine, filters, include_all=True)
-    chosen = []
-    for item in _list(text):
-        dataset, _, metric = item.partition("/")
-        if not dataset or not metric:
-            raise ClipscaleError(f"metrics: {item!r} is not DATASET/METRIC")
-        chosen.append((dataset, metric))
-    return chosen
-
-
-def _report_target(text: str) -> Any:
-    from scaling.fit.study import Target
-    from scaling.units import parse_count
-
-    model, at, samples = text.partition("@")
-    if at:
-        n = parse_count(samples, f"predict {text}")
-        return Target.of_model(model, n)
-    try:
-        return Target.of_compute(float(text))
-    except ValueError:
-        raise ClipscaleError(f"predict: {text!r} is neither MODEL@SAMPLES nor a compute in GMACs") from None
 
 
 if __name__ == "__main__":
