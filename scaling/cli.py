@@ -519,8 +519,8 @@ def _tracker(planned: Any, tracking_uri: str | None, no_tracking: bool) -> Calla
     from scaling import tracking
 
     uri = tracking.tracking_uri(tracking_uri)
-    tracking.sweep_run(planned.sweep.name, uri, planned.sweep.description)
-    return partial(tracking.log_run, uri=uri, sweep=planned.sweep.name)
+    parent = tracking.sweep_run(planned.sweep.name, uri, planned.sweep.description)
+    return partial(tracking.log_run, uri=uri, sweep=planned.sweep.name, parent=parent)
 
 
 @main.command()

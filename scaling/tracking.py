@@ -60,13 +60,16 @@ def sweep_run(sweep: str, uri: str, description: str = "") -> str:
         return _sweep_run(client, _experiment(client, uri, sweep), sweep, description)
 
 
-def log_run(run_dir: Path, uri: str, sweep: str | None = None) -> str:
-    """Log a finished run directory as one MLflow run (found again, never duplicated); its id."""
+def log_run(run_dir: Path, uri: str, sweep: str | None = None, parent: str | None = None) -> str:
+    """Log a finished run directory as one MLflow run (found again, never duplicated); its id.
+    ``parent``: the sweep's run, where the caller has it (a search less per run: at 100k runs,
+    each search costs 0.15 s)."""
     point = _read_point(run_dir)
     outcome = _read_outcome(run_dir, str(point["id"]))
     with _tracking(uri) as (client, uri):
         experiment = _experiment(client, uri, sweep or str(point.get("sweep", "")))
-        parent = _sweep_run(client, experiment, sweep, "") if sweep else None
+        if parent is None and sweep:
+            parent = _sweep_run(client, experiment, sweep, "")
         run = _find(client, experiment, POINT_TAG, outcome.id)
         if run is not None and not _stale(run, outcome, parent):
             return str(run.info.run_id)
@@ -162,6 +165,8 @@ def _tracking(uri: str) -> Iterator[tuple[MlflowClient, str]]:
     """A client for ``uri`` (made absolute), MLflow's INFO chatter muted, its failures one line."""
     uri = _absolute(uri)
     _check_sqlite(uri)
+    # MLflow 3 sends usage records to a server of its own unless told not to: nothing leaves.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import sqlalchemy.exc
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
