@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from scaling.outcome import OUTCOME_FILE
 from scaling.plan import Plan
-from scaling.store import PointRow, ingest_run, record_points
+from scaling.store import Ended, PointRow, ingest_runs, record_points
 from scaling.train import run_dir
 
 
@@ -39,12 +39,10 @@ def sync_sweep(plan: Plan, engine: Engine, track: Callable[[Path], object] | Non
     """Record the sweep's points, then ingest each run directory that has an outcome
     (and hand it to ``track``, e.g. MLflow logging, once it is stored)."""
     record_points(engine, plan.sweep.name, planned_rows(plan), description=plan.sweep.description)
-    ingested = 0
-    for p in plan.points:
-        directory = run_dir(plan.sweep.runs_root, p.point)
-        if (directory / OUTCOME_FILE).is_file():
-            ingest_run(engine, directory, plan.sweep.name, p.macs.total)
-            if track is not None:
-                track(directory)
-            ingested += 1
-    return {"points": len(plan.points), "ingested": ingested}
+    runs = [Ended(d, p.macs.total) for p in plan.points
+            if ((d := run_dir(plan.sweep.runs_root, p.point)) / OUTCOME_FILE).is_file()]  # fmt: skip
+    ingest_runs(engine, plan.sweep.name, runs)  # one transaction: all of them or none
+    if track is not None:
+        for r in runs:
+            track(r.run_dir)
+    return {"points": len(plan.points), "ingested": len(runs)}

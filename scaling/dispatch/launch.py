@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -29,10 +29,10 @@ from scaling.clock import db_now, db_time
 from scaling.dispatch.backends import Backend, Dep, backend_for, jobs_root, owner, owner_gone
 from scaling.dispatch.retire import retire
 from scaling.errors import ClipscaleError
-from scaling.outcome import read_outcome, read_trained
+from scaling.outcome import Outcome, read_outcome, read_trained
 from scaling.plan import Plan, PlannedPoint
 from scaling.runspec import EVAL, TRAIN, RunSpec
-from scaling.store import ingest_run, record_points, state
+from scaling.store import Ended, ingest_runs, record_points, state
 from scaling.store.attempts import (
     ACTIVE,
     FAILURES,
@@ -177,21 +177,42 @@ def _planned(root: Path, p: PlannedPoint) -> Followed:
                     p.point.resumes_parent, p.point.evaluated)  # fmt: skip
 
 
+class RunFiles:
+    """The run files a status poll reads (``outcome.json``, ``trained.json``), each at most
+    once: a point whose job just ended is asked about for its end, its ingest and its state."""
+
+    def __init__(self) -> None:
+        self._outcomes: dict[Path, Outcome | None] = {}
+        self._trained: dict[Path, bool] = {}
+
+    def outcome(self, directory: Path) -> Outcome | None:
+        if directory not in self._outcomes:
+            self._outcomes[directory] = read_outcome(directory)
+        return self._outcomes[directory]
+
+    def trained(self, directory: Path) -> bool:
+        if directory not in self._trained:
+            self._trained[directory] = read_trained(directory) is not None
+        return self._trained[directory]
+
+
 def point_states(
-    points: dict[str, Followed], history: dict[str, list[AttemptInfo]]
+    points: dict[str, Followed], history: dict[str, list[AttemptInfo]], files: RunFiles | None = None
 ) -> dict[str, state.PointState]:
     """Each point's state (``scaling.store.state`` decides), with what its run directory
     says: finished training (``trained.json``) or a result not yet ingested. The files are
     read only where the attempts leave it open (no job active, no result), as each status
     poll asks this of every point."""
+    files = files or RunFiles()
     out = {}
     for pid, f in points.items():
         tries = [state.Try(a.stage, a.state, a.exit_reason) for a in history.get(pid, [])]
         if any(t.state in ACTIVE or t.state in RESULTS for t in tries):
             out[pid] = state.decide(tries, evaluated=f.evaluated)
             continue
-        outcome = read_outcome(f.directory) if f.directory.is_dir() else None
-        trained = f.directory.is_dir() and read_trained(f.directory) is not None
+        there = f.directory.is_dir()
+        outcome = files.outcome(f.directory) if there else None
+        trained = there and files.trained(f.directory)
         out[pid] = state.decide(tries, trained, outcome.status if outcome else None, f.evaluated)
     return out
 
@@ -440,11 +461,13 @@ def reconcile(plan: Plan, engine: Engine, track: Callable[[Path], object] | None
 def _reconcile(
     plan: Plan, engine: Engine, track: Callable[[Path], object] | None
 ) -> tuple[Summary, int, int]:
-    """``reconcile``, also returning what ``recover`` adopted and voided."""
+    """``reconcile``, also returning what ``recover`` adopted and voided. The sweep's attempts
+    are read once, and each run file at most once (``RunFiles``)."""
     family = plan.sweep.name
     record_points(engine, family, planned_rows(plan), description=plan.sweep.description, new_only=True)
     adopted, voided = recover(plan, engine)
     history = read(engine, lambda conn: attempts_of(conn, family))
+    files = RunFiles()
     live = [a for h in history.values() for a in h if a.state in ACTIVE and a.submission]
     subs = {s.token: s for s in submissions(engine, family, ["submitted", "released"])}
     wanted = [subs[t] for t in sorted({a.submission for a in live if a.submission in subs})]
@@ -476,30 +499,52 @@ def _reconcile(
         sub = subs[a.submission or ""]
         change["log_path"] = str(backend_for(plan, sub.launcher).log_path(sub, a.array_index or 0))
         if st.state not in ACTIVE:
-            change.update(_ending(by_id.get(a.point_id), a, st, Path(change["log_path"]), last))
+            change.update(_ending(by_id.get(a.point_id), a, st, Path(change["log_path"]), last, files))
             finished.append((a, change["state"]))
             ended[(a.point_id, a.stage)] = (change["state"], change.get("exit_reason"))
         changes.append(change)
-    ingested = _ingest(plan, engine, by_id, finished, track)
+    ingested = _ingest(plan, engine, by_id, finished, track, files)
     # After the outcomes: an attempt's end says what the outcome said and what the scheduler saw.
     update_attempts(engine, changes)
-    summary, point_state = _summarize(plan, engine, ingested, by_id)
+    # The attempts as the changes left them: read once a poll, not again to summarise.
+    history = _applied(history, changes)
+    summary, point_state = _summarize(plan, engine, ingested, by_id, history, subs, files)
     if finished and any(q.point.trajectory for q in plan.points):
         retire(plan, point_state)  # trunk checkpoints that every run resuming them has moved past
     return summary, adopted, voided
 
 
+def _applied(
+    history: dict[str, list[AttemptInfo]], changes: Sequence[dict[str, Any]]
+) -> dict[str, list[AttemptInfo]]:
+    """The attempts as ``update_attempts(changes)`` left them in the store, without reading
+    them again: what ``attempts_of`` would now return (void attempts dropped)."""
+    fields = ("state", "exit_reason", "log_path", "started_at", "ended_at")
+    by_key = {(c["point_id"], c["key"]): {k: c[k] for k in fields if k in c} for c in changes}
+    out: dict[str, list[AttemptInfo]] = {}
+    for pid, attempts in history.items():
+        now = [replace(a, **by_key[(pid, a.key)]) if (pid, a.key) in by_key else a for a in attempts]
+        if kept := [a for a in now if a.state != "void"]:
+            out[pid] = kept
+    return out
+
+
 Last = Callable[[str, str], "tuple[str, str | None] | None"]
+# Outcomes stored per transaction: a poll that ends thousands commits every few thousand.
+INGEST_BATCH = 2000
 
 
-def _ending(p: Followed | None, a: AttemptInfo, st: Any, log: Path, last: Last) -> dict[str, Any]:
+def _ending(
+    p: Followed | None, a: AttemptInfo, st: Any, log: Path, last: Last, files: RunFiles | None = None
+) -> dict[str, Any]:
     """A finished job's attempt state and reason, from what its run left: a training that
     completed left ``trained.json`` (or a diverged outcome), an evaluation the outcome."""
+    files = files or RunFiles()
     directory = p.directory if p is not None else None
-    outcome = read_outcome(directory) if directory is not None else None
+    outcome = files.outcome(directory) if directory is not None else None
     if outcome is not None and outcome.status == "failed" and _before(outcome.finished_at, st.started_at):
         outcome = None  # an earlier attempt's failure: this one died before it set it aside
-    trained = directory is not None and read_trained(directory) is not None
+    trained = directory is not None and files.trained(directory)
     if st.state == "cancelled" and st.started_at is None:
         return _never_ran(p, a, last)
     if st.state == "completed" and a.stage == TRAIN and trained:
@@ -568,22 +613,25 @@ def _ingest(
     points: dict[str, Followed],
     ended: Sequence[tuple[AttemptInfo, str]],
     track: Callable[[Path], object] | None,
+    files: RunFiles,
 ) -> int:
-    """Store the outcomes that ended attempts wrote (a result, or a failure it recorded)."""
-    count = 0
+    """Store the outcomes that ended attempts wrote (a result, or a failure it recorded): one
+    transaction for the poll's outcomes, then each handed to ``track`` (MLflow) once stored."""
+    runs = []
     for a, new_state in ended:
         p = points.get(a.point_id)
         if p is None or new_state not in (*RESULTS, "failed"):
             continue
-        directory = p.directory
-        outcome = read_outcome(directory)
+        outcome = files.outcome(p.directory)
         if outcome is None or (new_state == "failed" and outcome.status != "failed"):
             continue
-        ingest_run(engine, directory, plan.sweep.name, p.gmacs, attempt_key=a.key)
+        runs.append(Ended(p.directory, p.gmacs, a.key, outcome))
+    for chunk in (runs[i : i + INGEST_BATCH] for i in range(0, len(runs), INGEST_BATCH)):
+        ingest_runs(engine, plan.sweep.name, chunk)
         if track is not None:
-            track(directory)
-        count += 1
-    return count
+            for r in chunk:
+                track(r.run_dir)
+    return len(runs)
 
 
 def summarize(
@@ -595,13 +643,22 @@ def summarize(
 
 
 def _summarize(
-    plan: Plan, engine: Engine, ingested: int = 0, points: dict[str, Followed] | None = None
+    plan: Plan,
+    engine: Engine,
+    ingested: int = 0,
+    points: dict[str, Followed] | None = None,
+    history: dict[str, list[AttemptInfo]] | None = None,
+    subs: dict[str, SubmissionInfo] | None = None,
+    files: RunFiles | None = None,
 ) -> tuple[Summary, dict[str, state.PointState]]:
-    """``summarize``, also returning each point's state."""
+    """``summarize``, also returning each point's state. ``history`` and ``subs``: the sweep's
+    attempts and its submitted or released submissions as the store has them, if known."""
     points = points if points is not None else followed(plan, engine)
-    history = read(engine, lambda conn: attempts_of(conn, plan.sweep.name))
-    subs = {s.token: s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])}
-    states = point_states(points, history)
+    if history is None:
+        history = read(engine, lambda conn: attempts_of(conn, plan.sweep.name))
+    if subs is None:
+        subs = {s.token: s for s in submissions(engine, plan.sweep.name, ["submitted", "released"])}
+    states = point_states(points, history, files)
     counts: dict[str, int] = {}
     spent: dict[str, float] = {}
     failures = []

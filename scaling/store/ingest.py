@@ -184,10 +184,11 @@ def _metric(point_id: str, dataset: str, metric: str, value: Any, source: str) -
 
 
 def outcome_rows(
-    run_dir: Path, gmacs_per_sample: float | None
+    run_dir: Path, gmacs_per_sample: float | None, outcome: Outcome | None = None
 ) -> tuple[PointRow, dict[str, Any], list[dict[str, Any]]]:
-    """The point, attempt and metric rows of one finished run directory."""
-    outcome = read_outcome(run_dir)
+    """The point, attempt and metric rows of one finished run directory (its outcome read
+    here unless given)."""
+    outcome = outcome or read_outcome(run_dir)
     if outcome is None:
         raise ClipscaleError(f"{run_dir} has no outcome.json")
     where = str(run_dir / "outcome.json")
@@ -269,6 +270,7 @@ class Ended:
     run_dir: Path
     gmacs_per_sample: float | None = None
     attempt_key: str | None = None
+    outcome: Outcome | None = None  # its outcome.json, where the caller has read it already
 
 
 _UPDATE = ("state", "node", "started_at", "ended_at", "exit_reason", "log_path")
@@ -278,7 +280,7 @@ def ingest_runs(engine: Engine, family: str, runs: Sequence[Ended]) -> list[str]
     """Store many runs' outcomes in one transaction, a statement per table rather than per
     run (a status poll at scale ends thousands at once); the point ids, in order. Every
     outcome is read first: a bad one stores none."""
-    read = [(r, *outcome_rows(r.run_dir, r.gmacs_per_sample)) for r in runs]
+    read = [(r, *outcome_rows(r.run_dir, r.gmacs_per_sample, r.outcome)) for r in runs]
     if not read:
         return []
 
