@@ -108,14 +108,14 @@ def refresh(conn: Connection, point_ids: Iterable[str], now: datetime) -> None:
     """Write ``points.status`` (and ``points.error``, why a point failed or diverged) of these
     points from their attempts. Points without one keep theirs (planned, or an imported
     table's)."""
+    rows = []
     for pid, tries in tries_of(conn, point_ids).items():
         if tries:
             st = decide(tries)
             error = st.reason if st.status in FAILURES or st.status in ("cancelled", "diverged") else None
-            conn.execute(
-                sa.update(Point)
-                .where(
-                    Point.id == pid, sa.or_(Point.status != st.status, Point.error.is_distinct_from(error))
-                )
-                .values(status=st.status, error=error, updated_at=now)
-            )
+            rows.append({"pid": pid, "st": st.status, "err": error})
+    if rows:  # one statement for all (executemany); a row already as decided is left alone
+        status, err = sa.bindparam("st", type_=sa.String), sa.bindparam("err", type_=sa.Text)
+        changed = sa.or_(Point.status != status, Point.error.is_distinct_from(err))
+        stmt = sa.update(Point).where(Point.id == sa.bindparam("pid"), changed)
+        conn.execute(stmt.values(status=status, error=err, updated_at=now), rows)
