@@ -22,6 +22,9 @@ pytestmark = pytest.mark.torch
 
 
 def load_bench() -> ModuleType:
+    # As `python bench/gpu_train.py` runs it: bench/ on the path (its figures module).
+    if str(BENCH.parent) not in sys.path:
+        sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("gpu_train", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
