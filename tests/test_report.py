@@ -33,9 +33,10 @@ DATA = {"LAION-80M": 1.15, "LAION-400M": 1.0, "WIT-400M": 0.9}
 EVALS = {("imagenet1k", "acc1"): (6.0, -0.11), ("mscoco_captions", "image_retrieval_recall@5"): (2.8, -0.08)}
 
 
-def write_table(path: Path) -> None:
-    """A results table of runs whose error follows E = β·C^α, scaled per data set, with noise."""
-    rng = np.random.default_rng(1)
+def write_table(path: Path, evals: dict[tuple[str, str], tuple[float, float]] = EVALS, seed: int = 1) -> None:
+    """A results table of runs whose error follows E = β·C^α per metric (``evals``: its β and
+    α), scaled per data set, with noise."""
+    rng = np.random.default_rng(seed)
     columns = ["arch", "samples_seen", "gmacs", "upstream_dataset", "downstream_dataset", "acc1",
                "image_retrieval_recall@5", "name"]  # fmt: skip
     with open(path, "w", newline="") as f:
@@ -47,7 +48,7 @@ def write_table(path: Path) -> None:
             noise = 1 + 0.08 * rng.random()
             run = {"arch": model, "samples_seen": samples, "gmacs": gmacs, "upstream_dataset": data,
                    "name": f"{model}-{data}-{samples:.0e}"}  # fmt: skip
-            for (dataset, metric), (beta, alpha) in EVALS.items():
+            for (dataset, metric), (beta, alpha) in evals.items():
                 error = scale * noise * beta * (gmacs * samples) ** alpha
                 writer.writerow({**run, "downstream_dataset": dataset, metric: 1 - error})
 

@@ -8,7 +8,6 @@ except under CI=true, where it must run.
 
 from __future__ import annotations
 
-import csv
 import functools
 import http.server
 import os
@@ -17,15 +16,14 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import product
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import REPO, reliability_count
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, sync_playwright
+from test_report import write_table
 from threadpoolctl import threadpool_limits
 
 from scaling.cli import main
@@ -37,11 +35,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
 PLOT_SUFFIXES = (".png", ".svg")
-MODELS = {"ViT-S": 4.4, "ViT-M": 17.6, "ViT-L": 81.1}  # GMACs per sample
-SAMPLES = (1e9, 3e9, 1e10, 3e10)
-# Two data sources, so per metric two laws and their comparison: LAION's 24 runs (binned frontier,
-# audit, error surface), WIT's 3 (all runs; too few to audit or for a surface, which the page says).
-DATA = {"LAION-80M": 1.15, "LAION-400M": 1.0, "WIT-400M": 0.9}
+# The synthetic family of tests/test_report.py (two data sources, so per metric two laws and
+# their comparison), with a third metric.
 EVALS = {
     ("imagenet1k", "acc1"): (6.0, -0.11),
     ("mscoco_captions", "image_retrieval_recall@5"): (2.8, -0.08),
@@ -49,30 +44,11 @@ EVALS = {
 }
 
 
-def write_table(path: Path) -> None:
-    """Runs whose error follows E = β·C^α per metric, scaled per data set, with noise."""
-    rng = np.random.default_rng(2)
-    columns = ["arch", "samples_seen", "gmacs", "upstream_dataset", "downstream_dataset", "acc1",
-               "image_retrieval_recall@5", "name"]  # fmt: skip
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, restval="")
-        writer.writeheader()
-        for (data, scale), (model, gmacs), samples in product(DATA.items(), MODELS.items(), SAMPLES):
-            if data.startswith("WIT") and samples != SAMPLES[0]:
-                continue
-            noise = 1 + 0.08 * rng.random()
-            run = {"arch": model, "samples_seen": samples, "gmacs": gmacs, "upstream_dataset": data,
-                   "name": f"{model}-{data}-{samples:.0e}"}  # fmt: skip
-            for (dataset, metric), (beta, alpha) in EVALS.items():
-                error = scale * noise * beta * (gmacs * samples) ** alpha
-                writer.writerow({**run, "downstream_dataset": dataset, metric: 1 - error})
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`scaling report` of a synthetic family in a real SQLite store: no training, three metrics."""
     tmp = tmp_path_factory.mktemp("browser")
-    write_table(tmp / "results.csv")
+    write_table(tmp / "results.csv", EVALS, seed=2)
     engine = connect(f"sqlite:///{tmp}/r.db")
     import_table(engine, tmp / "results.csv", "syn")
     engine.dispose()
