@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,11 +48,14 @@ def _sqlite_stores(kwargs: dict[str, Any]) -> list[Path]:
     and, unless it does not track, its MLflow store (--tracking-uri)."""
     from urllib.parse import unquote
 
+    from scaling.store.db import store_url  # every command with --db opens the store anyway
+    from scaling.tracking import tracking_uri
+
     urls = []
     if "db" in kwargs:
-        urls.append(kwargs["db"] or os.environ.get("CLIPSCALE_DB") or "sqlite:///results.db")  # as db.connect
+        urls.append(store_url(kwargs["db"]))
     if "tracking_uri" in kwargs and not kwargs.get("no_tracking"):
-        urls.append(kwargs["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
+        urls.append(tracking_uri(kwargs["tracking_uri"]))
     prefix = "sqlite:///"
     return [Path(unquote(u[len(prefix) :].split("?", 1)[0])) for u in urls if u.startswith(prefix)]
 
