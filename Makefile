@@ -74,6 +74,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/trajectories.py
 	# `make demo` in a fresh clone (~10 min)
 	$(BIN)/python bench/demo_bench.py
+	# three scale fixes, each beside the commit before it (worktrees under /tmp/exp), same run
+	$(BIN)/python bench/scale_fixes_bench.py
 	$(BIN)/python bench/table.py
 
 clean:

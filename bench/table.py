@@ -22,7 +22,8 @@ README = HERE.parent / "README.md"
 START, END = "<!-- bench table: written by bench/table.py -->", "<!-- end of bench table -->"
 # The order of the table, and the benchmark that writes each result.
 SOURCES = {
-    "plan": "plan_bench", "dispatch": "dispatch_bench", "store": "store_bench", "refit": "refit_bench",
+    "plan": "plan_bench", "dispatch": "dispatch_bench", "store": "store_bench",
+    "scale_fixes": "scale_fixes_bench", "refit": "refit_bench",
     "fit": "fit_bench", "surface": "surface_bench", "startup": "startup_bench", "demo": "demo_bench",
     "cost_calibration": "cost_calibration", "gpu_train": "gpu_train", "probe": "probe_bench",
     "trajectories": "trajectories",
