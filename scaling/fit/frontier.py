@@ -87,10 +87,11 @@ def _geometric(log_c: Array, log_e: Array) -> Frontier:
 
 
 def _hull(log_c: Array, log_e: Array) -> Frontier:
+    # The decreasing part of the lower hull lies on the Pareto runs (a run with a better run
+    # of less compute is above the hull's falling edge there): the chain goes through those.
+    before = np.concatenate(([np.inf], np.minimum.accumulate(log_e)[:-1]))
     lower: list[int] = []  # Andrew's monotone chain over runs sorted by (compute, error)
-    for i in range(len(log_c)):
-        if lower and log_c[lower[-1]] == log_c[i]:
-            continue  # same compute: the first (lowest error) stays
+    for i in np.flatnonzero(log_e < before).tolist():
         while len(lower) >= 2 and _cross(log_c, log_e, lower[-2], lower[-1], i) <= 0:
             lower.pop()
         lower.append(i)
@@ -113,6 +114,8 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
     if method == "all":
         return _sums(counts.astype(np.float64), log_c[None, :], rows_e)
     present = counts > 0
+    if method == "hull":  # the hull lies on the Pareto runs: those of every resample at once
+        present = _pareto(np.where(present, rows_e, np.inf))
     if method in ("geometric", "hull"):  # no closed form over a batch: one frontier a resample
         rows = []
         for row, y in zip(present, rows_e, strict=True):
@@ -121,10 +124,8 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
             rows.append(_sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0])
         return np.array(rows).reshape(len(counts), 5)
     if method == "pareto":
-        y = np.where(present, rows_e, np.inf)
-        running = np.minimum.accumulate(y, axis=1)
-        before = np.concatenate([np.full((len(y), 1), np.inf), running[:, :-1]], axis=1)
-        return _sums((y < before).astype(np.float64), log_c[None, :], rows_e)
+        front = _pareto(np.where(present, rows_e, np.inf))
+        return _sums(front.astype(np.float64), log_c[None, :], rows_e)
     # Binned: per-row edges from the runs the resample drew, then each bin's minimum.
     lo = np.where(present, log_c[None, :], np.inf).min(axis=1)
     hi = np.where(present, log_c[None, :], -np.inf).max(axis=1)
@@ -139,6 +140,12 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
         xs[:, i] = (edges[:, i] + edges[:, i + 1]) / 2
     filled = np.isfinite(ys)
     return _sums(filled.astype(np.float64), xs, np.where(filled, ys, 0.0))
+
+
+def _pareto(y: Array) -> NDArray[np.bool_]:
+    """Each row's runs below every run before them (absent runs: +inf)."""
+    running = np.minimum.accumulate(y, axis=1)
+    return np.asarray(y < np.concatenate([np.full((len(y), 1), np.inf), running[:, :-1]], axis=1))
 
 
 def _sums(w: Array, x: Array, y: Array) -> Array:

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.typing import NDArray
 
 from scaling.errors import ClipscaleError
 from scaling.fit.frontier import METHODS, Array, batch_sums, frontier, ols_from_sums, sort_runs
+from scaling.fit.resample import dense_counts, sparse_method, sparse_sums
 
 CHUNK_CELLS = 2_000_000  # resamples × runs per batch: bounds memory (~16 MB a matrix)
 
@@ -171,6 +171,11 @@ def bootstrap(
     rng = np.random.default_rng(seed)
     shift = float(log_c.mean())  # centred compute keeps the sums well conditioned
     x = log_c - shift
+    if sparse_method(method, n, noise):  # many runs: draws only where a frontier can be
+        sums = sparse_sums(x, log_e, method, bins, n_boot, rng, CHUNK_CELLS)
+        slope, intercept, _ = ols_from_sums(sums)
+        draws = np.stack([slope, intercept - slope * shift], axis=1)
+        return draws[np.isfinite(draws[:, 0])]
     out = []
     chunk = max(1, CHUNK_CELLS // n)
     for start in range(0, n_boot, chunk):
@@ -179,16 +184,11 @@ def bootstrap(
             counts = np.ones((size, n), dtype=np.int64)
             rows = log_e[None, :] + rng.normal(0.0, noise, size=(size, n))
         else:
-            counts, rows = _draw_counts(rng, n, size), log_e
+            counts, rows = dense_counts(rng, n, size), log_e
         slope, intercept, _ = ols_from_sums(batch_sums(x, rows, counts, method, bins))
         out.append(np.stack([slope, intercept - slope * shift], axis=1))
     draws = np.concatenate(out) if out else np.empty((0, 2))
     return draws[np.isfinite(draws[:, 0])]
-
-
-def _draw_counts(rng: np.random.Generator, n: int, size: int) -> NDArray[np.int64]:
-    picks = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
-    return np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
 
 
 def percentile_interval(values: Array, level: float) -> tuple[float, float]:

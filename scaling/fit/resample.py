@@ -1,0 +1,279 @@
+"""Bootstrap frontiers of many runs, drawn only where a resample's frontier can be.
+
+A resample of n runs is n draws with replacement: with tens of thousands of runs, 1,000
+resamples are tens of millions of counts, although each frontier is a few dozen runs low in
+error. The draws are split, exactly: how many of the n land among a set S of candidate runs
+(binomial), which candidates they hit (uniform), and (only for a resample that needs them)
+the draws outside S (uniform over the rest). The first two give each resample's frontier of
+the candidates present. That frontier is the resample's own when no run outside S could
+change it, whichever of them were drawn: every stretch of compute the frontier holds at some
+error (a bin's lowest, or the running minimum of the Pareto scan) has no run outside S below
+that error, and no run outside S lies where the frontier holds none (before the first
+candidate drawn, in an empty bin). A range minimum over the runs outside S answers that for
+a whole batch at once. A resample it does not certify is completed with its draws outside S
+and computed whole, so the bootstrap's distribution is the dense one's, with any S.
+
+S holds the runs that are beaten by few others: the lowest few of each thin slice of compute
+(for bins), the first few Pareto layers (for the Pareto scan and the hull), and the few runs
+of least and most compute (where the bins' edges and the scan start). A run outside S has
+many better runs near it, and is the frontier of a resample only if all of them were missed,
+about e^-16 apart from the certified check, which stays exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from scaling.fit.frontier import GEOMETRIC_WIDTH, Array, _pareto, _sums, batch_sums, bin_edges, frontier
+
+SPARSE_MIN = 4096  # fewer runs: the dense matrix of counts is cheap, and the draws stay as they were
+DEPTH = 16  # a run beaten by this many nearby runs is a frontier's only if all 16 were missed
+SLICES_PER_BIN = 8
+EDGE_SLACK = 1e-9  # log10 compute: far above rounding, far below any two runs' distinct computes
+SPARSE_SHARE = 0.25  # more candidates than this share of the runs: the dense draws are as cheap
+Index = NDArray[np.intp]
+
+
+def sparse_method(method: str, n: int, noise: float) -> bool:
+    """Whether a bootstrap of n runs draws sparsely: many runs, runs resampled (seed noise
+    moves every run), and a frontier that a few runs make (``all`` keeps every run)."""
+    return n >= SPARSE_MIN and noise == 0 and method in ("binned", "pareto", "geometric", "hull")
+
+
+def candidates(x: Array, y: Array, method: str, bins: int) -> Index:
+    """S: the runs (sorted by compute, then error) that a resample's frontier is likely made of."""
+    n = len(x)
+    keep = np.zeros(n, dtype=bool)
+    keep[:DEPTH] = keep[-DEPTH:] = True
+    if method in ("pareto", "hull"):
+        keep |= _layers(y, DEPTH)
+    else:
+        width = GEOMETRIC_WIDTH if method == "geometric" else (np.ptp(x) + 0.1) / bins
+        keep |= _slice_lows(x, y, width / SLICES_PER_BIN, DEPTH)
+    return np.flatnonzero(_with_twins(x, y, keep))
+
+
+def _with_twins(x: Array, y: Array, keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Runs of the same compute and error go together: a frontier takes the first of them,
+    and a twin left outside S would tie with the run inside it (the strict check fails)."""
+    starts = np.flatnonzero(np.concatenate(([True], (x[1:] != x[:-1]) | (y[1:] != y[:-1]))))
+    group = np.maximum.reduceat(keep, starts)
+    return np.repeat(group, np.diff(np.append(starts, len(x))))
+
+
+def _layers(y: Array, depth: int) -> NDArray[np.bool_]:
+    """The first ``depth`` Pareto layers: the scan's frontier, then that of the runs left, …"""
+    taken = np.zeros(len(y), dtype=bool)
+    rest = np.arange(len(y))
+    for _ in range(depth):
+        if rest.size == 0:
+            break
+        ys = y[rest]
+        front = ys < np.concatenate(([np.inf], np.minimum.accumulate(ys)[:-1]))
+        taken[rest[front]] = True
+        rest = rest[~front]
+    return taken
+
+
+def _slice_lows(x: Array, y: Array, width: float, depth: int) -> NDArray[np.bool_]:
+    """The ``depth`` lowest errors of each slice of compute ``width`` wide."""
+    which = np.floor((x - x[0]) / width).astype(np.int64) if width > 0 else np.zeros(len(x), np.int64)
+    order = np.lexsort((y, which))
+    grouped = which[order]
+    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
+    rank = np.arange(len(x)) - np.repeat(starts, np.diff(np.append(starts, len(x))))
+    keep = np.zeros(len(x), dtype=bool)
+    keep[order[rank < depth]] = True
+    return keep
+
+
+class RangeMin:
+    """Minimum of the errors of the runs outside S over any range of sorted positions
+    (a sparse table: each query is two lookups)."""
+
+    def __init__(self, y: Array, chosen: Index) -> None:
+        v = y.astype(np.float64).copy()
+        v[chosen] = np.inf
+        rows = [v]
+        step = 1
+        while 2 * step <= len(v):
+            prev = rows[-1]
+            nxt = np.full(len(v), np.inf)
+            nxt[: len(v) - step] = np.minimum(prev[: len(v) - step], prev[step:])
+            rows.append(nxt)
+            step *= 2
+        self.table = np.stack(rows)
+
+    def query(self, lo: Index, hi: Index) -> Array:
+        """min over positions [lo, hi) for each pair; +inf where the range is empty."""
+        lo, hi = np.asarray(lo), np.asarray(hi)
+        length = hi - lo
+        out = np.full(len(lo), np.inf)
+        ok = length > 0
+        k = np.floor(np.log2(np.maximum(length[ok], 1))).astype(np.intp)
+        a, b = lo[ok], hi[ok] - (1 << k)
+        out[ok] = np.minimum(self.table[k, a], self.table[k, b])
+        return out
+
+
+def draw(rng: np.random.Generator, n: int, k: int, size: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Counts of the k candidates in each of ``size`` resamples of n draws, and how many of
+    the n draws landed among them."""
+    hits = rng.binomial(n, k / n, size)
+    rows = np.repeat(np.arange(size), hits)
+    picks = rng.integers(0, k, int(hits.sum()))
+    counts = np.bincount(rows * k + picks, minlength=size * k).reshape(size, k)
+    return counts, hits
+
+
+def complete(
+    rng: np.random.Generator, n: int, chosen: Index, counts: NDArray[np.int64], hits: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """Whole resamples: the candidates' counts, and the other draws over the runs outside S."""
+    rest = np.setdiff1d(np.arange(n), chosen)
+    full = np.zeros((len(counts), n), dtype=np.int64)
+    full[:, chosen] = counts
+    for row, missing in enumerate(n - hits):
+        np.add.at(full[row], rest[rng.integers(0, len(rest), int(missing))], 1)
+    return full
+
+
+def certified_sums(
+    x: Array, y: Array, chosen: Index, counts: NDArray[np.int64], method: str, bins: int, ranges: RangeMin
+) -> tuple[Array, NDArray[np.bool_]]:
+    """Least-squares sums of each resample's frontier of the candidates present (as
+    frontier.batch_sums gives them), and whether that frontier is the resample's own."""
+    present = counts > 0
+    if method == "binned":
+        sums, claims = _binned(x, y, chosen, present, bins)
+    elif method == "geometric":
+        sums, claims = _geometric(x, y, chosen, present)
+    else:
+        sums, claims = _scan(x, y, chosen, present, method)
+    rows, lo, hi, level, strict = claims
+    low = ranges.query(lo, hi)
+    held = (low > level) | np.isinf(low) if strict else low >= level
+    ok = np.asarray(present.any(axis=1))
+    ok[rows[~held]] = False
+    return sums, ok
+
+
+Claims = tuple[Index, Index, Index, Array, bool]  # row, positions [lo, hi), level, strictly above
+
+
+def _first_last(chosen: Index, present: NDArray[np.bool_]) -> tuple[Index, Index]:
+    """Sorted positions of each resample's first and last candidate drawn (0 where none)."""
+    k = present.shape[1]
+    first = np.where(present.any(axis=1), present.argmax(axis=1), 0)
+    last = np.where(present.any(axis=1), k - 1 - present[:, ::-1].argmax(axis=1), 0)
+    return chosen[first], chosen[last]
+
+
+def _binned(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_], bins: int) -> tuple[Array, Claims]:
+    """The paper's bins: edges from the least and most compute drawn, each bin's lowest error."""
+    size, xs, ys = len(present), x[chosen], y[chosen]
+    first, last = _first_last(chosen, present)
+    edges = bin_edges(x[first], x[last], bins)
+    sums = batch_sums(xs, ys, present.astype(np.int64), "binned", bins)
+    level = np.empty((size, bins))
+    for i in range(bins):
+        inside = present & (xs[None, :] >= edges[:, i : i + 1]) & (xs[None, :] < edges[:, i + 1 : i + 2])
+        level[:, i] = np.where(inside, ys[None, :], np.inf).min(axis=1)
+    at = np.searchsorted(x, edges.ravel(), side="left").reshape(size, bins + 1)
+    rows, n = np.arange(size), len(x)
+    # Nothing outside S before the first candidate drawn or after the last (the edges would
+    # move), and nothing outside S in a bin below that bin's lowest error.
+    claims = (np.concatenate([rows, rows, np.repeat(rows, bins)]),
+              np.concatenate([np.zeros(size, np.intp), last + 1, at[:, :-1].ravel()]),
+              np.concatenate([first, np.full(size, n), at[:, 1:].ravel()]),
+              np.concatenate([np.full(2 * size, np.inf), level.ravel()]), False)  # fmt: skip
+    return sums, claims
+
+
+def _scan(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_], method: str) -> tuple[Array, Claims]:
+    """The Pareto scan (and the hull, which lies on it): each stretch between frontier runs
+    holds the running minimum; nothing outside S may lie before the first run drawn."""
+    size, n = len(present), len(x)
+    ys = np.where(present, y[chosen][None, :], np.inf)
+    front = _pareto(ys)
+    rows, cols = np.nonzero(front)
+    pos = chosen[cols]
+    last_of_row = np.append(rows[1:] != rows[:-1], True)
+    nxt = np.where(last_of_row, n, np.append(pos[1:], n))
+    first, _ = _first_last(chosen, present)
+    if method == "hull":  # the chain through each resample's Pareto runs
+        sums = np.zeros((size, 5))
+        starts = np.flatnonzero(np.append(True, last_of_row[:-1]))
+        for r, keep in zip(rows[starts], np.split(pos, starts[1:]), strict=True):
+            f = frontier(x[keep], y[keep], "hull")
+            sums[r] = _sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0]
+    else:
+        sums = _sums(front.astype(np.float64), x[chosen][None, :], np.where(front, ys, 0.0))
+    starts_at = np.concatenate([np.zeros(size, np.intp), pos + 1])
+    claims = (np.concatenate([np.arange(size), rows]), starts_at, np.concatenate([first, nxt]),
+              np.concatenate([np.full(size, np.inf), y[pos]]), False)  # fmt: skip
+    return sums, claims
+
+
+def _geometric(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_]) -> tuple[Array, Claims]:
+    """LAION 2025's bins, one doubling of compute wide from the least compute drawn: each
+    bin's lowest run must be the lowest of the resample's runs there, ties included (its own
+    compute is fitted), so the check is strict, and each bin's range reaches a little past its
+    edges (floor() and a comparison may place a run on an edge differently)."""
+    size = len(present)
+    sums = np.zeros((size, 5))
+    rows_c, lo_c, hi_c, level_c = [], [], [], []
+    for r in range(size):
+        keep = chosen[present[r]]
+        if keep.size == 0:
+            continue
+        f = frontier(x[keep], y[keep], "geometric")
+        sums[r] = _sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0]
+        start = x[keep[0]]
+        which = np.floor((x[keep] - start) / GEOMETRIC_WIDTH).astype(np.int64)
+        count = int(np.floor((x[-1] - start) / GEOMETRIC_WIDTH)) + 1
+        level = np.full(count, np.inf)
+        np.minimum.at(level, which, y[keep])
+        edges = start + np.arange(count + 1) * GEOMETRIC_WIDTH
+        rows_c.append(np.full(count + 1, r))
+        lo_c.append(np.concatenate([[0], np.searchsorted(x, edges[:-1] - EDGE_SLACK, side="left")]))
+        hi_c.append(np.concatenate([[keep[0]], np.searchsorted(x, edges[1:] + EDGE_SLACK, side="right")]))
+        level_c.append(np.concatenate([[np.inf], level]))
+    if not rows_c:
+        empty = np.zeros(0, np.intp)
+        return sums, (empty, empty, empty, np.zeros(0), True)
+    return sums, (np.concatenate(rows_c), np.concatenate(lo_c), np.concatenate(hi_c),
+                  np.concatenate(level_c), True)  # fmt: skip
+
+
+def sparse_sums(
+    x: Array, y: Array, method: str, bins: int, n_boot: int, rng: np.random.Generator, cells: int
+) -> Array:
+    """Least-squares sums of ``n_boot`` resamples' frontiers, shape (n_boot, 5), drawn
+    sparsely in batches of about ``cells`` counts."""
+    n = len(x)
+    chosen = candidates(x, y, method, bins)
+    if len(chosen) > SPARSE_SHARE * n:  # no few runs make the frontiers: every run is drawn
+        return np.concatenate([batch_sums(x, y, dense_counts(rng, n, size), method, bins)
+                               for size in _batches(n_boot, cells // n)])  # fmt: skip
+    ranges, out = RangeMin(y, chosen), []
+    for size in _batches(n_boot, cells // len(chosen)):
+        counts, hits = draw(rng, n, len(chosen), size)
+        sums, ok = certified_sums(x, y, chosen, counts, method, bins, ranges)
+        if not ok.all():
+            redo = np.flatnonzero(~ok)
+            sums[redo] = batch_sums(x, y, complete(rng, n, chosen, counts[redo], hits[redo]), method, bins)
+        out.append(sums)
+    return np.concatenate(out) if out else np.zeros((0, 5))
+
+
+def _batches(total: int, size: int) -> list[int]:
+    size = max(1, size)
+    return [min(size, total - start) for start in range(0, total, size)]
+
+
+def dense_counts(rng: np.random.Generator, n: int, size: int) -> NDArray[np.int64]:
+    """How often each of ``size`` resamples drew each of the n runs: every draw made."""
+    picks = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+    return np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
