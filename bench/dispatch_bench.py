@@ -571,8 +571,8 @@ def main() -> int:
         log = tmp / "calls.log"
         env = {**shim(tmp / "shim", log), "CLIPSCALE_CACHE_DIR": str(tmp / "cache")}
         os.environ.update({"PATH": env["PATH"], "CLIPSCALE_CACHE_DIR": env["CLIPSCALE_CACHE_DIR"]})
-        # The module, not the function ``scaling.dispatch`` re-exports under the same name.
-        after = importlib.import_module("scaling.dispatch.launch")
+        # The module that polls (``reconcile``), whose ``attempts_of`` ``measured`` counts.
+        after = importlib.import_module("scaling.dispatch.status")
         modules = {"after": after}
         if (old := before_module()) is not None:
             modules = {"before": old, **modules}

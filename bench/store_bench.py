@@ -1,7 +1,7 @@
 """Results-store benchmark, with MLflow measured beside it on the same runs.
 
 1. Ingest as `scaling status` does: N outcome.json files of a launched sweep (written by
-   the product's own writers, ten metrics each) go through ``launch._ingest`` (one
+   the product's own writers, ten metrics each) go through ``status._ingest`` (one
    ``ingest_runs`` transaction per poll) and ``update_attempts``, a poll's worth at a time
    (target: 100,000 in < 60 s), with a cProfile of where the time goes. Beside it, what
    status's default tracking hook (``tracking.log_run`` into MLflow) costs per run.
@@ -42,7 +42,8 @@ from figures import figure, machine
 from sqlalchemy.engine import Engine
 
 from scaling import tracking
-from scaling.dispatch.launch import RunFiles, _ingest, followed
+from scaling.dispatch.follow import RunFiles, followed
+from scaling.dispatch.status import _ingest
 from scaling.outcome import Outcome, write_outcome
 from scaling.plan import Plan, plan
 from scaling.runspec import EVAL, TRAIN, run_dir

@@ -306,8 +306,9 @@ def test_a_training_seen_ending_after_its_evaluation_is_still_trained(tmp_path: 
     # outcome: the training attempt is "trained", the evaluation's "succeeded".
     from datetime import datetime
 
-    from scaling.dispatch.launch import Followed, _ending
+    from scaling.dispatch.follow import Followed
     from scaling.dispatch.slurm import TaskState
+    from scaling.dispatch.status import _ending
     from scaling.outcome import Outcome, Trained, write_outcome, write_trained
     from scaling.store.attempts import AttemptInfo
 

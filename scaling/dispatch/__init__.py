@@ -5,15 +5,9 @@ follows the jobs with one scheduler query and ingests finished runs; ``cancel`` 
 them. Every submission is recorded in the results store before it is made.
 """
 
-from scaling.dispatch.launch import (
-    LaunchOptions,
-    LaunchReport,
-    Summary,
-    cancel,
-    launch,
-    reconcile,
-    recover,
-    watch,
-)
+from scaling.dispatch.cancel import cancel
+from scaling.dispatch.launch import LaunchOptions, LaunchReport, launch
+from scaling.dispatch.recover import recover
+from scaling.dispatch.status import Summary, reconcile, watch
 
 __all__ = ["LaunchOptions", "LaunchReport", "Summary", "cancel", "launch", "reconcile", "recover", "watch"]

@@ -25,6 +25,9 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     # The job id ("submitted") and the release ("released") recorded.
     ("scaling.dispatch.launch", "set_submission", "before"),
     ("scaling.dispatch.launch", "set_submission", "after"),
+    # The same records, made while settling what an earlier, killed launch left.
+    ("scaling.dispatch.recover", "set_submission", "before"),
+    ("scaling.dispatch.recover", "set_submission", "after"),
     # Held in Slurm, its job id stored: about to be released.
     ("scaling.dispatch.slurm", "release", "before"),
 )
