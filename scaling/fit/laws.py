@@ -5,7 +5,6 @@ report or a refit asks of a family study.py's."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,6 +20,7 @@ from scaling.fit.huber import DELTA, Array
 from scaling.fit.powerlaw import Law, percentile_interval
 from scaling.fit.selection import (
     _SIZE,
+    Read,
     Run,
     checkpoints_of,
     error_label,
@@ -119,8 +119,9 @@ class Fitted:
     @property
     def inputs(self) -> str:
         """A digest of the runs and values fitted: a refit on the same inputs is not news."""
-        text = json.dumps([(r.id, r.compute, r.value) for r in self.runs], sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        digest = hashlib.sha256("\0".join(r.id for r in self.runs).encode())
+        digest.update(np.array([(r.compute, r.value) for r in self.runs], dtype=np.float64).tobytes())
+        return digest.hexdigest()
 
     @property
     def sources(self) -> list[str]:
@@ -177,12 +178,14 @@ def choice_record(choice: Any) -> dict[str, Any]:
 
 
 def fit(
-    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings = Settings()
-) -> Fitted:
-    """Fit E = 1 - metric against compute on the frontier of the selected runs."""
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings = Settings(),
+    given: Read | None = None,
+) -> Fitted:  # fmt: skip
+    """Fit E = 1 - metric against compute on the frontier of the selected runs (read from
+    ``given`` where a refit read them for many laws at once)."""
     parsed = parse_filters(filters)
     family = family_of(parsed)
-    runs, skipped, left_out, excluded = load(engine, filters, dataset, metric)
+    runs, skipped, left_out, excluded = load(engine, filters, dataset, metric, given=given)
     c = np.array([r.compute for r in runs])
     try:
         law, choice = fit_arrays(settings, c, errors_of(metric, runs), [r.id for r in runs], _upper(metric))

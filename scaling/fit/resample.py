@@ -13,11 +13,12 @@ candidate drawn, in an empty bin). A range minimum over the runs outside S answe
 a whole batch at once. A resample it does not certify is completed with its draws outside S
 and computed whole, so the bootstrap's distribution is the dense one's, with any S.
 
-S holds the runs that are beaten by few others: the lowest few of each thin slice of compute
-(for bins), the first few Pareto layers (for the Pareto scan and the hull), and the few runs
-of least and most compute (where the bins' edges and the scan start). A run outside S has
+S holds the runs that are beaten by few others: for bins, the lowest few of each thin slice
+of compute, and beside each edge (which moves with the least and most compute drawn) every
+run where it can fall and the runs with few lower ones between them and it; for the Pareto
+scan and the hull, its first few layers; and the few runs of least and most compute. A run outside S has
 many better runs near it, and is the frontier of a resample only if all of them were missed,
-about e^-16 apart from the certified check, which stays exact.
+about e^-12 of the time; the check finds those resamples, and they are completed.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from numpy.typing import NDArray
 from scaling.fit.frontier import GEOMETRIC_WIDTH, Array, _pareto, _sums, batch_sums, bin_edges, frontier
 
 SPARSE_MIN = 4096  # fewer runs: the dense matrix of counts is cheap, and the draws stay as they were
-DEPTH = 16  # a run beaten by this many nearby runs is a frontier's only if all 16 were missed
-SLICES_PER_BIN = 8
+DEPTH = 12  # a run beaten by this many nearby runs is a frontier's only if all 12 were missed
+SLICES_PER_BIN = 4
 EDGE_SLACK = 1e-9  # log10 compute: far above rounding, far below any two runs' distinct computes
 SPARSE_SHARE = 0.25  # more candidates than this share of the runs: the dense draws are as cheap
 Index = NDArray[np.intp]
@@ -49,9 +50,36 @@ def candidates(x: Array, y: Array, method: str, bins: int) -> Index:
     if method in ("pareto", "hull"):
         keep |= _layers(y, DEPTH)
     else:
-        width = GEOMETRIC_WIDTH if method == "geometric" else (np.ptp(x) + 0.1) / bins
-        keep |= _slice_lows(x, y, width / SLICES_PER_BIN, DEPTH)
+        width = (GEOMETRIC_WIDTH if method == "geometric" else (np.ptp(x) + 0.1) / bins) / SLICES_PER_BIN
+        keep |= _slice_lows(x, y, width, DEPTH)
+        for lo, hi in _edge_bands(x, method, bins):
+            keep |= _near_edge(x, y, lo, hi, width)
     return np.flatnonzero(_with_twins(x, y, keep))
+
+
+def _edge_bands(x: Array, method: str, bins: int) -> list[tuple[float, float]]:
+    """Where each inner edge of a resample's bins can fall: the edges move with the least
+    (and, binned, the most) compute drawn, which lies among the DEPTH runs at either end."""
+    n, d = len(x), min(DEPTH, len(x) - 1)
+    if method == "geometric":
+        count = int(np.floor((x[-1] - x[0]) / GEOMETRIC_WIDTH)) + 1
+        return [(x[0] + b * GEOMETRIC_WIDTH, x[d] + b * GEOMETRIC_WIDTH) for b in range(1, count + 1)]
+    # An edge is lo·(1 − j/bins) + (hi + 0.1)·j/bins: it grows with both ends.
+    return [(x[0] * (1 - j / bins) + (x[n - 1 - d] + 0.1) * j / bins,
+             x[d] * (1 - j / bins) + (x[n - 1] + 0.1) * j / bins) for j in range(1, bins)]  # fmt: skip
+
+
+def _near_edge(x: Array, y: Array, lo: float, hi: float, width: float) -> NDArray[np.bool_]:
+    """Runs that can be a bin's lowest beside an edge somewhere in [lo, hi]: every run in
+    that band; within ``width`` before it, those with few lower runs between them and the
+    band (the bin ending there holds those); within ``width`` after it, those with few lower
+    runs between the band and them."""
+    keep = np.zeros(len(x), dtype=bool)
+    a, b, c, d = np.searchsorted(x, [lo - width, lo - EDGE_SLACK, hi + EDGE_SLACK, hi + width], side="left")
+    keep[b:c] = True
+    keep[a:b] = _layers(y[a:b][::-1], DEPTH)[::-1]
+    keep[c:d] = _layers(y[c:d], DEPTH)
+    return keep
 
 
 def _with_twins(x: Array, y: Array, keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -175,11 +203,13 @@ def _binned(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_], bins:
     size, xs, ys = len(present), x[chosen], y[chosen]
     first, last = _first_last(chosen, present)
     edges = bin_edges(x[first], x[last], bins)
-    sums = batch_sums(xs, ys, present.astype(np.int64), "binned", bins)
-    level = np.empty((size, bins))
+    level = np.empty((size, bins))  # each bin's lowest error, as frontier.batch_sums finds it
     for i in range(bins):
         inside = present & (xs[None, :] >= edges[:, i : i + 1]) & (xs[None, :] < edges[:, i + 1 : i + 2])
         level[:, i] = np.where(inside, ys[None, :], np.inf).min(axis=1)
+    filled = np.isfinite(level)
+    centres = (edges[:, :-1] + edges[:, 1:]) / 2
+    sums = _sums(filled.astype(np.float64), centres, np.where(filled, level, 0.0))
     at = np.searchsorted(x, edges.ravel(), side="left").reshape(size, bins + 1)
     rows, n = np.arange(size), len(x)
     # Nothing outside S before the first candidate drawn or after the last (the edges would

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -13,7 +14,15 @@ from sqlalchemy.engine import Engine
 from scaling.errors import ClipscaleError
 from scaling.fit.huber import Array
 from scaling.modeltypes import MODEL_TYPES
-from scaling.store.query import Condition, Filters, fetch, metric_names, parse_filters
+from scaling.store.query import (
+    Condition,
+    Filters,
+    distinct,
+    fetch,
+    metric_names,
+    metric_values,
+    parse_filters,
+)
 
 # What a family is fitted on when no metric is named: the paper's headline evaluations
 # if the family has them, else the primary metric of every evaluation set.
@@ -59,8 +68,9 @@ def error_label(metric: str) -> str:
     return metric if lower_is_better(metric) else f"1 - {metric}"
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(NamedTuple):
+    """One run a law stands on (a tuple: a refit of 100,000 runs builds a million of them)."""
+
     id: str
     model: str
     data: str
@@ -96,24 +106,51 @@ def checkpoints_of(filters: Filters) -> str:
     return said[-1] if said else "final"
 
 
+@dataclass(frozen=True)
+class Read:
+    """A selection's succeeded point rows, the values of the metrics asked (by point id) and
+    its diverged runs: read once for all the laws a refit fits on it."""
+
+    rows: list[dict[str, Any]]
+    values: dict[tuple[str, str], dict[str, Any]]
+    diverged: list[tuple[str, str]]
+
+
+def _succeeded(filters: Sequence[str]) -> tuple[Filters, tuple[Condition, ...]]:
+    """The filters narrowed to succeeded runs, and the filters without their checkpoints choice."""
+    rest = tuple(c for c in parse_filters(filters).conditions if c.key != "checkpoints")
+    return Filters((*rest, Condition("status", "=", ("succeeded",)))), rest
+
+
+def read(engine: Engine, filters: Sequence[str], pairs: Sequence[tuple[str, str]]) -> Read:
+    """What :func:`load` reads for each of ``pairs``, read once for all of them."""
+    succeeded, rest = _succeeded(filters)
+    rows, _ = fetch(engine, succeeded, metrics=False)
+    return Read(rows, metric_values(engine, succeeded, pairs), _diverged(engine, rest))
+
+
 def load(
-    engine: Engine, filters: Sequence[str], dataset: str, metric: str, need_compute: bool = True
-) -> tuple[list[Run], list[str], int, list[tuple[str, str]]]:
+    engine: Engine, filters: Sequence[str], dataset: str, metric: str, need_compute: bool = True,
+    given: Read | None = None,
+) -> tuple[list[Run], list[str], int, list[tuple[str, str]]]:  # fmt: skip
     """The family's succeeded runs with a value for dataset/metric, those without one, how
     many constant-LR checkpoints the selection left out, and the runs left out because their
-    samples seen are not known (imported so), each with why."""
+    samples seen are not known (imported so), each with why; from ``given`` where the refit
+    read them already."""
     parsed = parse_filters(filters)
     family = family_of(parsed)
     chosen = checkpoints_of(parsed)
-    rest = tuple(c for c in parsed.conditions if c.key != "checkpoints")
-    succeeded = Filters((*rest, Condition("status", "=", ("succeeded",))))
-    rows, metrics = fetch(engine, succeeded, only=(dataset, metric))
+    succeeded, rest = _succeeded(filters)
+    if given is None:
+        rows, metrics = fetch(engine, succeeded, only=(dataset, metric))
+        values = {pid: v for pid, d, m, v in metrics if d == dataset and m == metric}
+    else:
+        rows, values = given.rows, given.values.get((dataset, metric), {})
     left_out = sum(1 for r in rows if r["from_checkpoint"]) if chosen == "final" else 0
     if chosen != "all":
         rows = [r for r in rows if bool(r["from_checkpoint"]) == (chosen == "only")]
     if not rows:
         raise ClipscaleError(f"no succeeded run of family {family} matches {' '.join(filters)}")
-    values = {pid: v for pid, d, m, v in metrics if d == dataset and m == metric}
     if not any(values.get(r["id"]) is not None for r in rows):
         have = sorted({f"{d}/{m}" for _, d, m, _ in fetch(engine, succeeded)[1] if is_primary(m)})
         raise ClipscaleError(
@@ -137,7 +174,7 @@ def load(
     if not runs and excluded:
         raise ClipscaleError(f"no run of family {family} with {dataset}/{metric} has a known compute "
                              f"({len(excluded)} left out: {excluded[0][0]}: {excluded[0][1]})")  # fmt: skip
-    return runs, skipped, left_out, excluded + _diverged(engine, rest)
+    return runs, skipped, left_out, excluded + (given.diverged if given else _diverged(engine, rest))
 
 
 def _diverged(engine: Engine, rest: tuple[Condition, ...]) -> list[tuple[str, str]]:
@@ -182,11 +219,10 @@ def groups_of(engine: Engine, filters: Sequence[str], by: str = "source") -> dic
     by data source, {"siglip": ["model_type=siglip"]} by model type."""
     if by not in GROUPINGS:
         raise ClipscaleError(f"group={by!r}: use {', '.join(GROUPINGS)}")
-    rows, _ = fetch(engine, parse_filters(filters), metrics=False)
     if by == "model_type":
-        types = {r["model_type"] for r in rows}
+        types = distinct(engine, parse_filters(filters), "model_type")
         return {t: [f"model_type={t}"] for t in sorted(types, key=_type_order)}
-    data = sorted({r["data"] for r in rows})
+    data = sorted(distinct(engine, parse_filters(filters), "data"))
     if by == "all":
         return {"all runs": [_data_filter(data)]}
     if by == "data":

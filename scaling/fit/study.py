@@ -30,7 +30,16 @@ from scaling.fit.laws import (
     predict,
 )
 from scaling.fit.powerlaw import Law
-from scaling.fit.selection import _in_group, errors_of, family_of, groups_of, metrics_of, model_gmacs
+from scaling.fit.selection import (
+    Read,
+    _in_group,
+    errors_of,
+    family_of,
+    groups_of,
+    metrics_of,
+    model_gmacs,
+    read,
+)
 from scaling.fit.suggest import Candidate, Suggestion, suggest
 from scaling.fit.surface import Surface, fit_surface
 from scaling.store.query import fetch, parse_filters
@@ -189,8 +198,10 @@ def refit(
     filters = [f"family={family}"]
     out = []
     groups = groups_of(engine, filters)
-    for dataset, metric in metrics_of(engine, [*filters, "status=succeeded"]):
-        for r in fit_each(engine, filters, dataset, metric, settings, groups):
+    pairs = metrics_of(engine, [*filters, "status=succeeded"])
+    reads = {name: read(engine, _in_group(filters, group), pairs) for name, group in groups.items()}
+    for dataset, metric in pairs:
+        for r in fit_each(engine, filters, dataset, metric, settings, groups, reads):
             recorded = r.fitted is not None and record_fit(engine, r.fitted, trigger)
             out.append(replace(r, recorded=recorded))
     return out
@@ -198,15 +209,17 @@ def refit(
 
 def fit_each(
     engine: Engine, filters: Sequence[str], dataset: str, metric: str, settings: Settings,
-    groups: dict[str, list[str]] | None = None,
+    groups: dict[str, list[str]] | None = None, reads: dict[str, Read] | None = None,
 ) -> list[Refit]:  # fmt: skip
     """One law per group of runs (default: per data source); a group that cannot be fitted
-    (too few runs, none of known compute) says why instead."""
+    (too few runs, none of known compute) says why instead. ``reads``: each group's runs, read
+    once for many metrics."""
     family = family_of(parse_filters(filters))
     out = []
     for group, selection in (groups if groups is not None else groups_of(engine, filters)).items():
         try:
-            f = fit(engine, _in_group(filters, selection), dataset, metric, settings)
+            given = reads.get(group) if reads else None
+            f = fit(engine, _in_group(filters, selection), dataset, metric, settings, given)
         except ClipscaleError as e:
             reason = str(e).removeprefix(f"{_law_name(family, dataset, metric)}: ")
             out.append(Refit(group, dataset, metric, None, reason))

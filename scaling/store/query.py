@@ -188,28 +188,56 @@ def fetch(
     return read(engine, work)
 
 
-def metric_names(engine: Engine, filters: Filters) -> set[tuple[str, str]]:
-    """The (dataset, metric) pairs with a value among the filtered points: one DISTINCT per
-    slice of points, not every metric row."""
-    points = (
+def _selected(filters: Filters) -> Any:
+    """The ids of the filtered points, as a subquery (joined in the store, never listed here)."""
+    return (
         sa.select(Point.id)
         .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
         .where(*_where(filters))
     )
 
-    def work(conn: sa.Connection) -> set[tuple[str, str]]:
-        ids = sorted(set(conn.execute(points).scalars()))
-        found: set[tuple[str, str]] = set()
-        for chunk in _slices(ids):
-            q = (
-                sa.select(Metric.dataset, Metric.metric)
-                .where(Metric.point_id.in_(chunk), Metric.value.is_not(None))
-                .distinct()
+
+def metric_names(engine: Engine, filters: Filters) -> set[tuple[str, str]]:
+    """The (dataset, metric) pairs with a value among the filtered points: one DISTINCT over
+    the filtered points' metrics (by their primary key), not every metric row read."""
+    q = (
+        sa.select(Metric.dataset, Metric.metric)
+        .where(Metric.point_id.in_(_selected(filters)), Metric.value.is_not(None))
+        .distinct()
+    )
+    return read(engine, lambda conn: {(d, m) for d, m in conn.execute(q)})
+
+
+def metric_values(
+    engine: Engine, filters: Filters, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each (dataset, metric)'s value by point id among the filtered points: a range of the
+    (dataset, metric, value) index per pair, what a refit of many laws reads once."""
+    ids = _selected(filters)
+
+    def work(conn: sa.Connection) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for dataset, metric in pairs:
+            q = sa.select(Metric.point_id, Metric.value).where(
+                Metric.dataset == dataset, Metric.metric == metric, Metric.point_id.in_(ids)
             )
-            found.update((d, m) for d, m in conn.execute(q))
-        return found
+            # The driver's own tuples: a million values as Row objects take seconds more.
+            out[(dataset, metric)] = dict(conn.execute(q).cursor.fetchall())
+        return out
 
     return read(engine, work)
+
+
+def distinct(engine: Engine, filters: Filters, column: str) -> set[Any]:
+    """The values one point column takes among the filtered points (the data sets a family
+    was trained on, its model types): what grouping runs into laws needs, not every row."""
+    q = (
+        sa.select(getattr(Point, column))
+        .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
+        .where(*_where(filters))
+        .distinct()
+    )
+    return read(engine, lambda conn: set(conn.execute(q).scalars()))
 
 
 IN_SLICE = 5000
