@@ -14,8 +14,8 @@ a whole batch at once. A resample it does not certify is completed with its draw
 and computed whole, so the bootstrap's distribution is the dense one's, with any S.
 
 S holds the runs that are beaten by few others: for bins, the lowest few of each thin slice
-of compute, and beside each edge (which moves with the least and most compute drawn) every
-run where it can fall and the runs with few lower ones between them and it; for the Pareto
+of compute, and beside each edge (which moves with the least and most compute drawn) the
+runs with few lower ones between them and where it can fall; for the Pareto
 scan and the hull, its first few layers; and the few runs of least and most compute. A run outside S has
 many better runs near it, and is the frontier of a resample only if all of them were missed,
 about e^-12 of the time; the check finds those resamples, and they are completed.
@@ -30,7 +30,8 @@ from scaling.fit.frontier import GEOMETRIC_WIDTH, Array, _pareto, _sums, batch_s
 
 SPARSE_MIN = 4096  # fewer runs: the dense matrix of counts is cheap, and the draws stay as they were
 DEPTH = 12  # a run beaten by this many nearby runs is a frontier's only if all 12 were missed
-SLICES_PER_BIN = 4
+SLICES_PER_BIN = 6  # a bin is wider than an edge band and two slices each side
+EDGE_DRAWS = 8  # a resample's least compute is one of the 9 least runs' but in e^-9 of them
 EDGE_SLACK = 1e-9  # log10 compute: far above rounding, far below any two runs' distinct computes
 SPARSE_SHARE = 0.25  # more candidates than this share of the runs: the dense draws are as cheap
 Index = NDArray[np.intp]
@@ -58,9 +59,11 @@ def candidates(x: Array, y: Array, method: str, bins: int) -> Index:
 
 
 def _edge_bands(x: Array, method: str, bins: int) -> list[tuple[float, float]]:
-    """Where each inner edge of a resample's bins can fall: the edges move with the least
-    (and, binned, the most) compute drawn, which lies among the DEPTH runs at either end."""
-    n, d = len(x), min(DEPTH, len(x) - 1)
+    """Where each inner edge of a resample's bins falls but in about one resample in ten
+    thousand: the edges move with the least (and, binned, the most) compute drawn, which is
+    one of the EDGE_DRAWS + 1 runs at either end but in e^-9 of them (those may find a bin's
+    lowest run outside S, and are completed)."""
+    n, d = len(x), min(EDGE_DRAWS, len(x) - 1)
     if method == "geometric":
         count = int(np.floor((x[-1] - x[0]) / GEOMETRIC_WIDTH)) + 1
         return [(x[0] + b * GEOMETRIC_WIDTH, x[d] + b * GEOMETRIC_WIDTH) for b in range(1, count + 1)]
@@ -70,16 +73,23 @@ def _edge_bands(x: Array, method: str, bins: int) -> list[tuple[float, float]]:
 
 
 def _near_edge(x: Array, y: Array, lo: float, hi: float, width: float) -> NDArray[np.bool_]:
-    """Runs that can be a bin's lowest beside an edge somewhere in [lo, hi]: every run in
-    that band; within ``width`` before it, those with few lower runs between them and the
-    band (the bin ending there holds those); within ``width`` after it, those with few lower
-    runs between the band and them."""
+    """Runs that can be the lowest of a bin with an edge somewhere in [lo, hi] (bins are
+    wider than the band and two ``width`` each side). The bin ending there holds all from two
+    ``width`` before the band to the edge: a run within ``width`` before the band must have
+    few lower runs before it from there and few between it and the band; a run in the band
+    few before it. The bin starting there, mirrored."""
     keep = np.zeros(len(x), dtype=bool)
-    a, b, c, d = np.searchsorted(x, [lo - width, lo - EDGE_SLACK, hi + EDGE_SLACK, hi + width], side="left")
-    keep[b:c] = True
-    keep[a:b] = _layers(y[a:b][::-1], DEPTH)[::-1]
-    keep[c:d] = _layers(y[c:d], DEPTH)
+    edges = [lo - 2 * width, lo - width, lo - EDGE_SLACK, hi + EDGE_SLACK, hi + width, hi + 2 * width]
+    a0, a, b, c, d, d0 = np.searchsorted(x, edges, side="left")
+    keep[a:b] = _layers_back(y[a:b]) & _layers(y[a0:b], DEPTH)[a - a0 :]
+    keep[b:c] = _layers(y[a:c], DEPTH)[b - a :] | _layers_back(y[b:d])[: c - b]
+    keep[c:d] = _layers(y[c:d], DEPTH) & _layers_back(y[c:d0])[: d - c]
     return keep
+
+
+def _layers_back(y: Array) -> NDArray[np.bool_]:
+    """The first DEPTH layers of the scan from the end: runs with few lower runs after them."""
+    return _layers(y[::-1], DEPTH)[::-1]
 
 
 def _with_twins(x: Array, y: Array, keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -203,10 +213,7 @@ def _binned(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_], bins:
     size, xs, ys = len(present), x[chosen], y[chosen]
     first, last = _first_last(chosen, present)
     edges = bin_edges(x[first], x[last], bins)
-    level = np.empty((size, bins))  # each bin's lowest error, as frontier.batch_sums finds it
-    for i in range(bins):
-        inside = present & (xs[None, :] >= edges[:, i : i + 1]) & (xs[None, :] < edges[:, i + 1 : i + 2])
-        level[:, i] = np.where(inside, ys[None, :], np.inf).min(axis=1)
+    level = _bin_minima(np.where(present, ys[None, :], np.inf), np.searchsorted(xs, edges, side="left"))
     filled = np.isfinite(level)
     centres = (edges[:, :-1] + edges[:, 1:]) / 2
     sums = _sums(filled.astype(np.float64), centres, np.where(filled, level, 0.0))
@@ -219,6 +226,18 @@ def _binned(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_], bins:
               np.concatenate([first, np.full(size, n), at[:, 1:].ravel()]),
               np.concatenate([np.full(2 * size, np.inf), level.ravel()]), False)  # fmt: skip
     return sums, claims
+
+
+def _bin_minima(masked: Array, cols: Index) -> Array:
+    """Each row's minimum over each bin's columns [cols[:, i], cols[:, i + 1]), in one pass
+    (ufunc.reduceat over the flattened rows); +inf for an empty bin. Between a row's last
+    edge and the next row's first, every column is a run not drawn (+inf already)."""
+    size, k = masked.shape
+    bins = cols.shape[1] - 1
+    offset = np.arange(size)[:, None] * k
+    start, stop = (offset + cols[:, :-1]).ravel(), (offset + cols[:, 1:]).ravel()
+    reduced = np.minimum.reduceat(np.append(masked.ravel(), np.inf), start)
+    return np.where(stop > start, reduced, np.inf).reshape(size, bins)
 
 
 def _scan(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_], method: str) -> tuple[Array, Claims]:
