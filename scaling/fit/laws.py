@@ -120,7 +120,8 @@ class Fitted:
     def inputs(self) -> str:
         """A digest of the runs and values fitted: a refit on the same inputs is not news."""
         digest = hashlib.sha256("\0".join(r.id for r in self.runs).encode())
-        digest.update(np.array([(r.compute, r.value) for r in self.runs], dtype=np.float64).tobytes())
+        for column in (compute_of(self.runs), np.fromiter((r.value for r in self.runs), np.float64)):
+            digest.update(column.tobytes())
         return digest.hexdigest()
 
     @property
@@ -186,13 +187,17 @@ def fit(
     parsed = parse_filters(filters)
     family = family_of(parsed)
     runs, skipped, left_out, excluded = load(engine, filters, dataset, metric, given=given)
-    c = np.array([r.compute for r in runs])
+    c = compute_of(runs)
     try:
         law, choice = fit_arrays(settings, c, errors_of(metric, runs), [r.id for r in runs], _upper(metric))
     except ClipscaleError as err:
         raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
     return Fitted(family, tuple(filters), dataset, metric, settings, law, tuple(runs), tuple(skipped),
                   checkpoints_of(parsed), left_out, choice, tuple(excluded))  # fmt: skip
+
+
+def compute_of(runs: Sequence[Run]) -> Array:
+    return np.fromiter((r.compute for r in runs), dtype=np.float64, count=len(runs))
 
 
 def _upper(metric: str) -> float | None:

@@ -61,7 +61,8 @@ def from_error(metric: str, error: float) -> float:
 
 def errors_of(metric: str, runs: Sequence[Run]) -> Array:
     """E of each run: the law's quantity."""
-    return np.array([to_error(metric, r.value) for r in runs])
+    values = np.fromiter((r.value for r in runs), dtype=np.float64, count=len(runs))
+    return values if lower_is_better(metric) else 1.0 - values
 
 
 def error_label(metric: str) -> str:
