@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,12 +305,15 @@ def _templates(root: Path) -> tuple[dict[str, Path], str]:
     assert planned.result().returncode == 0, planned.result().stderr
     assert not (root / "results.db-wal").exists()  # the store is whole in one file
     foreign, newer = root / "foreign.db", root / "newer.db"
-    with sqlite3.connect(foreign) as db:
+    with closing(sqlite3.connect(foreign)) as db, db:
         db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
         db.execute("INSERT INTO users (name) VALUES ('ann')")
     shutil.copy(root / "results.db", newer)
-    with sqlite3.connect(newer) as db:
+    # Closed, not only committed: the store is in WAL mode, and the change must be in the
+    # file the cases copy (an open connection keeps it in newer.db-wal).
+    with closing(sqlite3.connect(newer)) as db, db:
         db.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    assert not (root / "newer.db-wal").exists()
     paths = {"store": root / "results.db", "foreign": foreign, "newer": newer}
     return paths, json.loads(planned.result().stdout)[0]["id"]
 
