@@ -21,7 +21,7 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from scaling import checkpoints, distributed, trainlog
+from scaling import checkpoints, distributed, outlog
 from scaling.clock import stamp
 from scaling.compute import TRAIN_FLOPS_PER_MAC
 from scaling.config import EvalSpec, ModelSpec
@@ -192,7 +192,7 @@ def _finish_training(
     """Rank 0, after the trainer returned or raised: the training record, or the outcome."""
     directory, point = spec.directory, spec.point
     log_path = directory / "out.log"
-    log = trainlog.parse(log_path.read_text() if log_path.exists() else "")
+    log = outlog.parse(log_path.read_text() if log_path.exists() else "")
     failed_rank, lines = None, tail(directory)
     if error is not None and not diverged and rank.world > 1:
         peer = distributed.first_failure(directory, rank, failed_at)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from scaling import trainlog
+from scaling import outlog
 
 Progress = Callable[[int, int, int], None]  # (epoch, samples in epoch, samples per epoch)
 LOG_TAIL = 40
@@ -29,7 +29,7 @@ class _DivergenceWatch(logging.Handler):
     own logging call, the exception ends training within one log step, not one run."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        m = trainlog.LOSS.search(record.getMessage())
+        m = outlog.LOSS.search(record.getMessage())
         if m and not all(math.isfinite(float(v)) for v in (m["loss"], m["avg"])):
             raise Diverged(f"the training loss became {m['loss']} at epoch {m['epoch']}: stopped")
 
@@ -110,7 +110,7 @@ class _ProgressHandler(logging.Handler):
         self.callback = callback
 
     def emit(self, record: logging.LogRecord) -> None:
-        m = trainlog.PROGRESS.search(record.getMessage())
+        m = outlog.PROGRESS.search(record.getMessage())
         if m:
             self.callback(int(m["epoch"]), int(m["n"]), int(m["total"]))
 
