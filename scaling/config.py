@@ -9,15 +9,16 @@ name in the ``models`` and ``datasets`` groups, since one sweep names many of th
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, make_dataclass
+from enum import Enum
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from scaling.errors import ClipscaleError, first_line
 from scaling.modeltypes import COCA_PREFIX, MODEL_TYPES, coca_config
@@ -305,26 +306,22 @@ class Catalog:
                 return coca_model(self.model(name.removeprefix(COCA_PREFIX)))
             more = f"; or any of open_clip's {len(builtins)} built-in models" if builtins else ""
             raise self._unknown("model", name, more)
-        _check_keys(raw, {"description", "open_clip_config"}, f"model {name}")
-        config = raw.get("open_clip_config")
+        typed = _typed(_MODEL, raw, f"model {name}")
+        config = typed.get("open_clip_config")
         needed = {"embed_dim", "vision_cfg", "text_cfg"}
         if config is not None and (not isinstance(config, dict) or not needed <= set(config)):
             raise ClipscaleError(f"model {name}: open_clip_config needs embed_dim, vision_cfg and text_cfg")
-        return ModelSpec(name, str(raw.get("description", "")), config)
+        return ModelSpec(name, typed.get("description") or "", config)
 
     def dataset(self, name: str) -> DataSpec:
         raw = self._load("data", name)
         if raw is None:
             raise self._unknown("data", name)
-        _check_keys(raw, {"description", "num_samples", "shards"}, f"data {name}")
-        if "shards" not in raw or "num_samples" not in raw:
+        typed = _typed(_DATA, raw, f"data {name}")
+        if "shards" not in typed or "num_samples" not in typed:
             raise ClipscaleError(f"data {name}: needs both shards and num_samples")
-        return DataSpec(
-            name,
-            str(raw.get("description", "")),
-            parse_count(raw["num_samples"], f"data {name}: num_samples"),
-            str(raw["shards"]),
-        )
+        count = parse_count(typed["num_samples"], f"data {name}: num_samples")
+        return DataSpec(name, typed.get("description") or "", count, typed["shards"])
 
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -400,117 +397,139 @@ def load_sweep(
 
 
 # ---------------------------------------------------------------- validation
+# A schema maps each key a mapping may have to its type: ``Any`` leaves a value to its own check,
+# ``[T]`` takes one T or a list of them. OmegaConf checks types and choices: a value assigned to
+# a structured config of one field of its type (made once per type) is converted or raises
+# ValidationError, in microseconds. (Dataclass schemas would cost every command 4 ms at import, and
+# an OmegaConf.merge of a whole sweep into them ~20 ms, a quarter of planning the paper grid.)
+# Ranges, counts such as 64k and catalogue names, which OmegaConf cannot express, are checked after.
 
-_TOP_KEYS = {
-    "name", "description", "data_root", "runs_root", "eval", "include", "exclude", "train", "points",
-    "finetune", "gpu", "cluster", "clusters", "checkpoints", "samples_mode", "cooldown", *AXIS_KEYS,
-}  # fmt: skip
+
+def _choices(*values: str) -> Any:
+    """An Enum of ``values``: a field of it accepts exactly these strings."""
+    return Enum("choice", [(v, v) for v in values])
 
 
-def _check_keys(raw: Mapping[str, Any], allowed: set[str] | Sequence[str], where: str) -> None:
+# Training settings whose YAML form is not their type: choices, counts and a list of arguments.
+_TRAIN = {**get_type_hints(TrainSettings), "precision": _choices(*PRECISIONS),
+          "lr_scheduler": _choices(*LR_SCHEDULERS), "model_type": _choices(*MODEL_TYPES),
+          "train_num_samples": Any, "epoch_samples": Any, "extra_args": [str]}  # fmt: skip
+# An axis takes one value or a list of them; so does a point's coordinate.
+_COORDS = {"model": [str], "data": [str], "samples_seen": [Any],
+           **{k: [t] for k, t in _TRAIN.items() if k in AXIS_KEYS}}  # fmt: skip
+# The axes and sections (Any) are checked by their own schemas.
+_SWEEP = dict(name=str | None, description=str | None, data_root=str | None, runs_root=str | None,
+              cooldown=float | None, samples_mode=_choices(*SAMPLES_MODES) | None, train=Any, points=Any,
+              include=Any, exclude=Any, finetune=Any, eval=Any, checkpoints=Any, gpu=Any, cluster=Any,
+              clusters=Any, **dict.fromkeys(AXIS_KEYS, Any))  # fmt: skip
+_RULE = dict(match=Any, train=Any)
+_FINETUNE = dict(samples_seen=Any, data=str, **_TRAIN)
+_GPU = dict(name=str, peak_tflops=float, mfu=float, kind=_choices("gpu", "cpu"))
+_CLUSTER = dict(kind=_choices(*CLUSTER_KINDS))
+_CHECKPOINTS = dict(keep_every=int)
+_EVAL = dict(root=str | None, batch_size=int, sets=Any, robustness=Any)
+_EVAL_SET = dict(name=str, task=_choices(*EVAL_TASKS), path=str | None, shots=[int], seeds=int, epochs=int,
+                 lr=float, shifted=[str])  # fmt: skip
+_ROBUSTNESS = dict(name=str | None, sets=[str])
+_MODEL = dict(description=str | None, open_clip_config=Any)
+_DATA = dict(description=str | None, num_samples=Any, shards=str)
+
+# Ranges of training settings, as _within's (lo, hi, lo included). The trainer seeds numpy
+# with seed + rank, which must not be negative.
+_RANGES: dict[str, tuple[Any, ...]] = {
+    "warmup": (0,), "workers": (0,), "seed": (0,), "batch_size": (1,), "gpus": (1,), "accum_freq": (1,),
+    "epochs": (1,), "image_size": (1,), "context_length": (1,), "lr": (0.0, math.inf, False),
+    "eps": (0.0, math.inf, False), "dist_timeout_min": (0.0, math.inf, False), "wd": (0.0,),
+    "coca_caption_loss_weight": (0.0,), "coca_contrastive_loss_weight": (0.0,), "beta1": (0.0, 1.0),
+    "beta2": (0.0, 1.0), "patch_dropout": (0.0, 1.0)}  # fmt: skip
+_EXPECTED = {int: "an integer", float: "a number", bool: "true or false"}
+
+
+@functools.cache
+def _holder(kind: Any) -> Any:
+    """A structured config of one field of type ``kind``: assigning to it is OmegaConf's check
+    and conversion (one per type: each costs ~0.4 ms to make)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.structured(make_dataclass("value", [("value", kind, field(default="???"))]))
+
+
+def _base(kind: Any) -> Any:
+    """The type of ``kind`` without its None (``float | None``: float)."""
+    args = [a for a in get_args(kind) if a is not type(None)]
+    return args[0] if args else kind
+
+
+def _typed(schema: Mapping[str, Any], raw: Any, where: str) -> dict[str, Any]:
+    """``raw`` checked against ``schema``: each key one of its keys, each value of its type."""
+    if not isinstance(raw, dict):
+        raise ClipscaleError(f"{where}: must be a mapping of keys to values, got {raw!r}")
     for key in raw:
-        if key not in allowed:
-            raise ClipscaleError(f"{where}: unknown key {key!r} (valid: {', '.join(sorted(allowed))})")
+        if key not in schema:
+            raise ClipscaleError(f"{where}: unknown key {key!r} (valid: {', '.join(sorted(schema))})")
+    return {k: _value(schema[k], k, v, where) for k, v in raw.items()}
+
+
+def _value(kind: Any, key: str, value: Any, where: str) -> Any:
+    """``value`` converted to type ``kind`` by OmegaConf (``[T]``: one T or a list of them)."""
+    if isinstance(kind, list):
+        return tuple(_value(kind[0], key, v, where) for v in _as_tuple(value))
+    if kind is Any:
+        return value  # a section or a count: checked on its own
+    from omegaconf.errors import ValidationError
+
+    holder, base = _holder(kind), _base(kind)
+    if base is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # Hydra reads warmup=1e4 as a float, OmegaConf takes no float for an int
+    try:
+        holder.value = value
+        typed = holder.value
+    except ValidationError:
+        if value is None:
+            raise ClipscaleError(f"{where}: {key} must be set") from None
+        if isinstance(base, type) and issubclass(base, Enum):
+            valid = ", ".join(base.__members__)
+            raise ClipscaleError(f"{where}: unknown {key} {value!r} (valid: {valid})") from None
+        expected = _EXPECTED.get(base, "a string")
+        raise ClipscaleError(f"{where}: {key} must be {expected}, got {value!r}") from None
+    return typed.value if isinstance(typed, Enum) else typed
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def _int(name: str, value: Any, where: str, minimum: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ClipscaleError(f"{where}: {name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ClipscaleError(f"{where}: {name} must be at least {minimum}, got {value!r}")
-    return int(value)
-
-
-def _float(name: str, value: Any, where: str, low: float, high: float, closed: bool) -> float:
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ClipscaleError(f"{where}: {name} must be a number, got {value!r}")
-    inside = (low <= value if closed else low < value) and value < high
-    if not inside:
-        bounds = f"{'[' if closed else '('}{low}, {high})"
-        raise ClipscaleError(f"{where}: {name} must lie in {bounds}, got {value!r}")
-    return float(value)
-
-
-def _choice(name: str, value: Any, where: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ClipscaleError(f"{where}: unknown {name} {value!r} (valid: {', '.join(choices)})")
-    return str(value)
-
-
-# The trainer seeds numpy with seed + rank, which must not be negative.
-_MIN_INT = {"warmup": 0, "batch_size": 1, "gpus": 1, "accum_freq": 1, "workers": 0,
-            "epochs": 1, "seed": 0, "image_size": 1, "context_length": 1}  # fmt: skip
-_BOOL = {"torchcompile", "grad_checkpointing", "local_loss", "gather_with_grad"}
-_FLOAT_RANGE = {"dist_timeout_min": (0.0, math.inf, False), "lr": (0.0, math.inf, False),
-                "wd": (0.0, math.inf, True),
-                "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
-                "eps": (0.0, math.inf, False), "patch_dropout": (0.0, 1.0, True),
-                "coca_caption_loss_weight": (0.0, math.inf, True),
-                "coca_contrastive_loss_weight": (0.0, math.inf, True)}  # fmt: skip
-_OPTIONAL = {"epochs", "train_num_samples", "epoch_samples", "image_size", "context_length",
-             "patch_dropout"}  # fmt: skip
-
-
-def coerce_train_value(name: str, value: Any, where: str) -> Any:
-    """Check one training setting and return it in its proper type."""
+def _within(name: str, value: Any, where: str, lo: float, hi: float = math.inf, closed: bool = True) -> Any:
+    """``value``, typed, inside [lo, hi) (or (lo, hi) unless ``closed``)."""
     if value is None:
-        if name in _OPTIONAL:
-            return None
         raise ClipscaleError(f"{where}: {name} must be set")
-    if name in ("train_num_samples", "epoch_samples"):
-        return parse_count(value, f"{where}: {name}")
-    if name in _MIN_INT:
-        return _int(name, value, where, _MIN_INT[name])
-    if name in _BOOL:
-        if not isinstance(value, bool):
-            raise ClipscaleError(f"{where}: {name} must be true or false, got {value!r}")
+    if (lo <= value if closed else lo < value) and value < hi:
         return value
-    if name in _FLOAT_RANGE:
-        return _float(name, value, where, *_FLOAT_RANGE[name])
-    if name == "precision":
-        return _choice(name, value, where, PRECISIONS)
-    if name == "lr_scheduler":
-        return _choice(name, value, where, LR_SCHEDULERS)
-    if name == "model_type":
-        return _choice(name, value, where, MODEL_TYPES)
-    if name == "extra_args":
-        if not all(isinstance(a, str) for a in _as_tuple(value)):
-            raise ClipscaleError(f"{where}: extra_args must be a list of strings")
-        return _as_tuple(value)
-    raise ClipscaleError(f"{where}: unknown training setting {name!r} (valid: {', '.join(TRAIN_FIELDS)})")
+    if isinstance(value, int) and hi == math.inf:
+        raise ClipscaleError(f"{where}: {name} must be at least {lo}, got {value!r}")
+    bounds = f"{'[' if closed else '('}{lo}, {hi})"
+    raise ClipscaleError(f"{where}: {name} must lie in {bounds}, got {value!r}")
+
+
+def _checked(key: str, value: Any, where: str) -> Any:
+    """A typed training setting or axis value checked for what OmegaConf cannot express."""
+    if value is None:
+        return None
+    if key in ("samples_seen", "train_num_samples", "epoch_samples"):
+        return parse_count(value, f"{where}: {key}")
+    return _within(key, value, where, *_RANGES[key]) if key in _RANGES else value
 
 
 def _train_values(raw: Any, where: str) -> dict[str, Any]:
     """A mapping of training settings, each checked and typed."""
-    if not isinstance(raw, dict):
-        raise ClipscaleError(f"{where}: must be a mapping of training settings")
-    _check_keys(raw, TRAIN_FIELDS, where)
-    return {k: coerce_train_value(k, v, where) for k, v in raw.items()}
-
-
-def coerce_axis_value(key: str, value: Any, where: str) -> Any:
-    if key in ("model", "data"):
-        if not isinstance(value, str) or not value:
-            raise ClipscaleError(f"{where}: {key} must be a name, got {value!r}")
-        return value
-    if key == "samples_seen":
-        return parse_count(value, f"{where}: samples_seen")
-    return coerce_train_value(key, value, where)
+    return {k: _checked(k, v, where) for k, v in _typed(_TRAIN, raw, where).items()}
 
 
 def _coords(raw: Any, where: str) -> dict[str, tuple[Any, ...]]:
-    """A mapping of axis keys to one value or a list of values, typed."""
-    if not isinstance(raw, dict) or not raw:
+    """Axis names to one value or a list of them, each checked and typed."""
+    if not raw or not isinstance(raw, dict):
         raise ClipscaleError(f"{where}: must be a mapping of axis names to values")
-    _check_keys(raw, AXIS_KEYS, where)
-    return {k: tuple(coerce_axis_value(k, v, where) for v in _as_tuple(raw[k])) for k in raw}
+    return {k: tuple(_checked(k, v, where) for v in vs) for k, vs in _typed(_COORDS, raw, where).items()}
 
 
 def _default_train(raw: Any, where: str) -> TrainSettings:
@@ -524,11 +543,10 @@ def _default_train(raw: Any, where: str) -> TrainSettings:
 def _gpu(raw: Any, where: str) -> GpuSpec:
     if not isinstance(raw, dict):
         raise ClipscaleError(f"{where}: selects no gpu (add '- gpu: a100' to its defaults)")
-    _check_keys(raw, {"name", "peak_tflops", "mfu", "kind"}, f"{where}: gpu")
-    peak = _float("gpu.peak_tflops", raw.get("peak_tflops"), where, 0.0, math.inf, False)
-    mfu = _float("gpu.mfu", raw.get("mfu"), where, 0.0, 1.0 + 1e-12, False)
-    kind = _choice("gpu.kind", raw.get("kind", "gpu"), where, ("gpu", "cpu"))
-    return GpuSpec(str(raw.get("name", "")), peak, mfu, kind)
+    gpu = _typed(_GPU, raw, f"{where}: gpu")
+    peak = _within("gpu.peak_tflops", gpu.get("peak_tflops"), where, 0.0, math.inf, False)
+    mfu = _within("gpu.mfu", gpu.get("mfu"), where, 0.0, 1.0 + 1e-12, False)
+    return GpuSpec(gpu.get("name", ""), peak, mfu, gpu.get("kind", "gpu"))
 
 
 def _cluster(raw: Any, overrides: Any, where: str) -> ClusterSpec:
@@ -536,41 +554,35 @@ def _cluster(raw: Any, overrides: Any, where: str) -> ClusterSpec:
     (``clusters: {slurm: {...}}``) on top: e.g. the toy sweep's CPU-only Slurm jobs."""
     if not isinstance(raw, dict):
         raise ClipscaleError(f"{where}: selects no cluster (add '- cluster: local' to its defaults)")
-    kind = _choice("cluster kind", raw.get("kind"), where, CLUSTER_KINDS)
-    if overrides is not None and not isinstance(overrides, dict):
-        raise ClipscaleError(f"{where}: clusters must map cluster kinds to settings")
-    for name, extra in (overrides or {}).items():
-        _choice("clusters key", name, where, CLUSTER_KINDS)
-        if not isinstance(extra, dict):
+    kind = _typed(_CLUSTER, {"kind": raw.get("kind")}, f"{where}: cluster")["kind"]
+    extra = _typed(dict.fromkeys(CLUSTER_KINDS, Any), overrides or {}, f"{where}: clusters")
+    for name, settings in extra.items():
+        if not isinstance(settings, dict):
             raise ClipscaleError(f"{where}: clusters.{name} must map settings to values")
     options = {k: v for k, v in raw.items() if k != "kind"}
-    options.update((overrides or {}).get(kind) or {})
+    options.update(extra.get(kind) or {})
     return ClusterSpec(kind, options)
 
 
 def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSpec:
     """Validate a composed sweep whole: every key, value and catalogue name."""
     where = f"sweep {path.stem}"
-    _check_keys(raw, _TOP_KEYS, where)
+    top = _typed(_SWEEP, raw, where)
     for axis in ("model", "data", "samples_seen"):
-        if raw.get(axis) in (None, [], ()):
+        if top.get(axis) in (None, [], ()):
             raise ClipscaleError(f"{where}: axis {axis} needs at least one value")
-    axes = tuple(
-        (k, tuple(coerce_axis_value(k, v, where) for v in _as_tuple(raw[k])))
-        for k in AXIS_KEYS
-        if raw.get(k) is not None
-    )
-    include = tuple(_coords(e, f"{where}: include") for e in raw.get("include") or ())
-    exclude = tuple(_coords(e, f"{where}: exclude") for e in raw.get("exclude") or ())
-    train = _default_train(raw.get("train") or {}, f"{where}: train")
-    rules = tuple(_rule(r, f"{where}: points") for r in raw.get("points") or ())
-    finetune = _finetune(raw.get("finetune"), f"{where}: finetune")
-    samples_mode = _choice("samples_mode", raw.get("samples_mode") or "separate", where, SAMPLES_MODES)
+    axes = tuple(_coords({k: top[k] for k in AXIS_KEYS if top.get(k) is not None}, where).items())
+    include = tuple(_coords(e, f"{where}: include") for e in top.get("include") or ())
+    exclude = tuple(_coords(e, f"{where}: exclude") for e in top.get("exclude") or ())
+    train = _default_train(top.get("train") or {}, f"{where}: train")
+    rules = tuple(_rule(r, f"{where}: points") for r in top.get("points") or ())
+    finetune = _finetune(top.get("finetune"), f"{where}: finetune")
+    samples_mode = top.get("samples_mode") or "separate"
     if samples_mode != "separate" and finetune is not None:
         raise ClipscaleError(f"{where}: samples_mode={samples_mode} does not combine with finetune (a second "
                              "stage); use samples_mode=separate")  # fmt: skip
     # A cooldown of the whole run, or of none of it, leaves no trunk to branch from.
-    cooldown = _float("cooldown", raw.get("cooldown", 0.2), where, 0.0, 1.0, False)
+    cooldown = _within("cooldown", top.get("cooldown", 0.2), where, 0.0, 1.0, False)
 
     named: dict[str, set[str]] = {"model": set(), "data": set()}
     for coords in (dict(axes), *include, *exclude, *(r.match for r in rules), finetune or {}):
@@ -582,23 +594,23 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, catalog: Catalog) -> SweepSp
         models.update((c.name, c) for c in map(coca_model, list(models.values())))
     datasets = {n: catalog.dataset(n) for n in sorted(named["data"])}
     return SweepSpec(
-        name=str(raw.get("name") or path.stem),
-        description=str(raw.get("description") or ""),
+        name=top.get("name") or path.stem,
+        description=top.get("description") or "",
         path=str(path),
-        data_root=str(raw.get("data_root") or "."),
+        data_root=top.get("data_root") or ".",
         axes=axes,
         include=include,
         exclude=exclude,
         train=train,
         rules=rules,
         finetune=finetune,
-        gpu=_gpu(raw.get("gpu"), where),
-        cluster=_cluster(raw.get("cluster"), raw.get("clusters"), where),
+        gpu=_gpu(top.get("gpu"), where),
+        cluster=_cluster(top.get("cluster"), top.get("clusters"), where),
         models=models,
         datasets=datasets,
-        runs_root=str(raw.get("runs_root") or "runs"),
-        eval=_eval(raw.get("eval"), f"{where}: eval"),
-        checkpoints=_checkpoints(raw.get("checkpoints"), f"{where}: checkpoints"),
+        runs_root=top.get("runs_root") or "runs",
+        eval=_eval(top.get("eval"), f"{where}: eval"),
+        checkpoints=_checkpoints(top.get("checkpoints"), f"{where}: checkpoints"),
         samples_mode=samples_mode,
         cooldown=cooldown,
     )
@@ -618,55 +630,54 @@ def _model_types(train: TrainSettings, axes: Sequence[tuple[str, tuple[Any, ...]
 def _checkpoints(raw: Any, where: str) -> CheckpointPolicy:
     if raw is None:
         return CheckpointPolicy()
-    if not isinstance(raw, dict):
-        raise ClipscaleError(f"{where}: must be a mapping with keep_every")
-    _check_keys(raw, {"keep_every"}, where)
-    return CheckpointPolicy(keep_every=_int("keep_every", raw.get("keep_every", 0), where, 0))
+    keep_every = _typed(_CHECKPOINTS, raw, where).get("keep_every", 0)
+    return CheckpointPolicy(keep_every=_within("keep_every", keep_every, where, 0))
 
 
 def _eval(raw: Any, where: str) -> EvalSpec:
     if raw is None:
         return EvalSpec()
-    if not isinstance(raw, dict):
-        raise ClipscaleError(f"{where}: must be a mapping with root, sets and robustness")
-    _check_keys(raw, {"root", "batch_size", "sets", "robustness"}, where)
-    root = str(raw.get("root") or ".")
-    sets = []
-    for entry in raw.get("sets") or ():
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise ClipscaleError(f"{where}: each set needs a name and a task")
-        _check_keys(entry, {"name", "task", "path", "shots", "seeds", "epochs", "lr", "shifted"}, where)
-        task = _choice("task", entry.get("task"), where, EVAL_TASKS)
-        path = str(entry.get("path") or os.path.join(root, str(entry["name"])))
-        named = f"{where}: {entry['name']}"
-        shots, seeds = _shots(entry, task, named)
-        epochs, lr, shifted = _tuning(entry, task, root, named)
-        sets.append(EvalSet(str(entry["name"]), task, path, shots, seeds, epochs, lr, shifted))
-    robust = raw.get("robustness") or {}
-    if not isinstance(robust, dict):
-        raise ClipscaleError(f"{where}: robustness must be a mapping with name and sets")
-    _check_keys(robust, {"name", "sets"}, f"{where}: robustness")
-    members = tuple(str(s) for s in _as_tuple(robust.get("sets") or ()))
+    typed = _typed(_EVAL, raw, where)
+    root = typed.get("root") or "."
+    sets = tuple(_eval_set(entry, root, where) for entry in typed.get("sets") or ())
+    robust = _typed(_ROBUSTNESS, _given(typed.get("robustness") or {}), f"{where}: robustness")
     classified = {s.name for s in sets if s.task == "zeroshot_classification"}
-    for member in members:
+    for member in robust.get("sets", ()):
         if member not in classified:
             raise ClipscaleError(f"{where}: robustness set {member!r} has no zeroshot_classification entry")
     return EvalSpec(
-        sets=tuple(sets),
-        batch_size=_int("batch_size", raw.get("batch_size", 256), where, 1),
-        robustness_name=str(robust["name"]) if robust.get("name") else None,
-        robustness_sets=members,
+        sets=sets,
+        batch_size=_within("batch_size", typed.get("batch_size", 256), where, 1),
+        robustness_name=robust.get("name") or None,
+        robustness_sets=robust.get("sets", ()),
     )
+
+
+def _eval_set(raw: Any, root: str, where: str) -> EvalSet:
+    given = _given(raw)
+    if not isinstance(given, dict) or "name" not in given or "task" not in given:
+        raise ClipscaleError(f"{where}: each set needs a name and a task")
+    where = f"{where}: {given['name']}"
+    entry = _typed(_EVAL_SET, given, where)
+    name, task = entry["name"], entry["task"]
+    path = entry.get("path") or os.path.join(root, name)
+    shots, seeds = _shots(entry, task, where)
+    return EvalSet(name, task, path, shots, seeds, *_tuning(entry, task, root, where))
+
+
+def _given(raw: Any) -> Any:
+    """An evaluation's settings without those set to null, which leaves them to their defaults."""
+    return {k: v for k, v in raw.items() if v is not None} if isinstance(raw, dict) else raw
 
 
 def _shots(entry: dict[str, Any], task: str, where: str) -> tuple[tuple[int, ...], int]:
     """A linear probe's k-shot sizes (each k ≥ 1, no repeats) and its draws of each."""
     if task != "linear_probe" and ("shots" in entry or "seeds" in entry):
         raise ClipscaleError(f"{where}: shots and seeds are for task linear_probe, not {task}")
-    shots = tuple(_int("shots", k, where, 1) for k in _as_tuple(entry.get("shots") or ()))
+    shots = tuple(_within("shots", k, where, 1) for k in entry.get("shots", ()))
     if len(set(shots)) != len(shots):
         raise ClipscaleError(f"{where}: shots {list(shots)} repeat a k")
-    return tuple(sorted(shots)), _int("seeds", entry.get("seeds", EvalSet.seeds), where, 1)
+    return tuple(sorted(shots)), _within("seeds", entry.get("seeds", EvalSet.seeds), where, 1)
 
 
 def _tuning(
@@ -679,36 +690,28 @@ def _tuning(
         if given:
             raise ClipscaleError(f"{where}: {', '.join(given)} are for task finetune, not {task}")
         return EvalSet.epochs, EvalSet.lr, ()
-    lr = _float("lr", entry.get("lr", EvalSet.lr), where, 0.0, 1.0, False)
+    lr = _within("lr", entry.get("lr", EvalSet.lr), where, 0.0, 1.0, False)
     shifted = tuple(
-        EvalSet(str(n), "zeroshot_classification", os.path.join(root, str(n)))
-        for n in _as_tuple(entry.get("shifted") or ())
+        EvalSet(n, "zeroshot_classification", os.path.join(root, n)) for n in entry.get("shifted", ())
     )
-    return _int("epochs", entry.get("epochs", EvalSet.epochs), where, 1), lr, shifted
+    return _within("epochs", entry.get("epochs", EvalSet.epochs), where, 1), lr, shifted
 
 
 def _rule(raw: Any, where: str) -> Rule:
-    if not isinstance(raw, dict):
-        raise ClipscaleError(f"{where}: each entry needs 'match' and 'train'")
-    _check_keys(raw, {"match", "train"}, where)
-    match = _coords(raw.get("match"), f"{where}: match")
-    return Rule(match, _train_values(raw.get("train") or {}, f"{where}: train"))
+    rule = _typed(_RULE, raw, where)
+    match = _coords(rule.get("match"), f"{where}: match")
+    return Rule(match, _train_values(rule.get("train") or {}, f"{where}: train"))
 
 
 def _finetune(raw: Any, where: str) -> Mapping[str, Any] | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise ClipscaleError(f"{where}: must be a mapping of settings")
-    _check_keys(raw, {"samples_seen", "data", *TRAIN_FIELDS}, where)
-    if raw.get("samples_seen") is None:
+    typed = _typed(_FINETUNE, raw, where)
+    if typed.get("samples_seen") is None:
         raise ClipscaleError(f"{where}: samples_seen must be set")
-    if "model_type" in raw:  # the second stage loads the first one's weights: the same model
+    if "model_type" in typed:  # the second stage loads the first one's weights: the same model
         raise ClipscaleError(f"{where}: model_type is the first stage's; set it on the sweep's points")
-    return {
-        k: coerce_axis_value(k, v, where) if k in AXIS_KEYS else coerce_train_value(k, v, where)
-        for k, v in raw.items()
-    }
+    return {k: _checked(k, v, where) for k, v in typed.items()}
 
 
 def canonical_json(value: Any) -> str:
