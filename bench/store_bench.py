@@ -183,10 +183,10 @@ def status_ingest(engine: Engine, p: Plan, poll: int) -> dict[str, Any]:
     per_poll = []  # ms per outcome: does a poll slow down as the store fills?
     for i in range(0, len(ended), poll):
         chunk = ended[i : i + poll]
-        count, seconds = timed(
+        landed, seconds = timed(
             lambda chunk=chunk: _ingest(p, engine, by_id, [(a, "succeeded") for a in chunk], None, RunFiles())
         )
-        if count != len(chunk):
+        if (count := len(landed)) != len(chunk):
             raise AssertionError(f"_ingest stored {count} of {len(chunk)} outcomes")
         changes = [{"point_id": a.point_id, "key": a.key, "state": "succeeded", "node": "node001",
                     "started_at": START, "ended_at": START, "exit_reason": None,

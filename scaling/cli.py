@@ -483,7 +483,8 @@ def status(
         )
         if summary.ingested and refit:
             try:
-                print_refits(planned.sweep.name, study.refit(engine, planned.sweep.name))
+                refits = study.refit(engine, planned.sweep.name, landed=summary.landed)
+                print_refits(planned.sweep.name, refits)
             except ClipscaleError as e:  # a law is a bonus: following the sweep goes on
                 click.echo(f"  refit failed: {e}", err=True)
 

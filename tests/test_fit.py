@@ -18,6 +18,7 @@ from scaling.errors import ClipscaleError
 from scaling.fit import fit_law, history, laws, study
 from scaling.fit.frontier import batch_sums, frontier, ols_from_sums, sort_runs
 from scaling.store import connect, import_table
+from scaling.store.query import fetch, parse_filters
 
 SCALING = [sys.executable, "-m", "scaling.cli"]
 LAION = "data=[LAION-80M,LAION-400M,LAION-2B]"
@@ -228,6 +229,24 @@ def test_fit_history_records_a_law_once_per_change(tmp_path: Path) -> None:
     assert [r["n_runs"] for r in rows_now] == [9, 18]
     assert rows_now[1]["alpha"] == pytest.approx(second[0].fitted.law.alpha)
     assert all(r["trigger"] == "ingest" for r in rows_now)
+
+
+def test_a_refit_after_points_land_refits_only_their_groups(tmp_path: Path) -> None:
+    """status refits the laws of the groups that hold a point it stored; the others stand."""
+    engine = connect(f"sqlite:///{tmp_path}/r.db")
+    with open(law_table(tmp_path / "full.csv")) as f:
+        rows = list(csv.DictReader(f))
+    other = [{**r, "upstream_dataset": r["upstream_dataset"].replace("toy", "yfcc")} for r in rows]
+    import_table(engine, write_table(tmp_path / "both.csv", rows[:9] + other), "mine")
+    assert {r.group for r in study.refit(engine, "mine")} == {"toy", "yfcc"}
+    import_table(engine, tmp_path / "full.csv", "mine")  # the rest of toy's runs land
+    toy_ids = [r["id"] for r in fetch(engine, parse_filters(["family=mine", "data=[toy-4k,toy-64k]"]))[0]]
+    assert study.refit(engine, "mine", landed=[]) == []
+    assert study.refit(engine, "mine", landed=["not-a-point"]) == []
+    (again,) = study.refit(engine, "mine", landed=toy_ids[-1:])
+    assert again.group == "toy" and again.recorded and again.fitted is not None
+    assert again.fitted.law.n_runs == len(rows) == 18
+    assert [r["n_runs"] for r in history.history(engine, "mine", "imagenet1k", "acc1")] == [9, 18, 18]
 
 
 def test_a_law_not_fitted_yet_says_why_in_one_line(

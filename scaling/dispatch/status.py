@@ -46,6 +46,7 @@ class Summary:
     active: int
     failures: tuple[tuple[str, str], ...]  # (point id, reason) of failed points
     done: int = 0  # points final: a result, or a trunk segment trained
+    landed: tuple[str, ...] = ()  # the points this poll stored (their laws are refitted)
 
 
 def reconcile(plan: Plan, engine: Engine, track: Callable[[Path], object] | None = None) -> Summary:
@@ -99,12 +100,12 @@ def _reconcile(
             finished.append((a, change["state"]))
             ended[(a.point_id, a.stage)] = (change["state"], change.get("exit_reason"))
         changes.append(change)
-    ingested = _ingest(plan, engine, by_id, finished, track, files)
+    landed = _ingest(plan, engine, by_id, finished, track, files)
     # After the outcomes: an attempt's end says what the outcome said and what the scheduler saw.
     update_attempts(engine, changes)
     # The attempts as the changes left them: read once a poll, not again to summarise.
     history = _applied(history, changes)
-    summary, point_state = _summarize(plan, engine, ingested, by_id, history, subs, files)
+    summary, point_state = _summarize(plan, engine, landed, by_id, history, subs, files)
     if finished and any(q.point.trajectory for q in plan.points):
         retire(plan, point_state)  # trunk checkpoints that every run resuming them has moved past
     return summary, adopted, voided
@@ -210,9 +211,10 @@ def _ingest(
     ended: Sequence[tuple[AttemptInfo, str]],
     track: Callable[[Path], object] | None,
     files: RunFiles,
-) -> int:
+) -> tuple[str, ...]:
     """Store the outcomes that ended attempts wrote (a result, or a failure it recorded): one
-    transaction for the poll's outcomes, then each handed to ``track`` (MLflow) once stored."""
+    transaction for the poll's outcomes, then each handed to ``track`` (MLflow) once stored.
+    Returns the points stored."""
     runs = []
     for a, new_state in ended:
         p = points.get(a.point_id)
@@ -222,26 +224,25 @@ def _ingest(
         if outcome is None or (new_state == "failed" and outcome.status != "failed"):
             continue
         runs.append(Ended(p.directory, p.gmacs, a.key, outcome))
+    landed: list[str] = []
     for chunk in (runs[i : i + INGEST_BATCH] for i in range(0, len(runs), INGEST_BATCH)):
-        ingest_runs(engine, plan.sweep.name, chunk)
+        landed += ingest_runs(engine, plan.sweep.name, chunk)
         if track is not None:
             for r in chunk:
                 track(r.run_dir)
-    return len(runs)
+    return tuple(landed)
 
 
-def summarize(
-    plan: Plan, engine: Engine, ingested: int = 0, points: dict[str, Followed] | None = None
-) -> Summary:
+def summarize(plan: Plan, engine: Engine, points: dict[str, Followed] | None = None) -> Summary:
     """Counts by state of the sweep's points (the plan's and any launched under other
     overrides), and the allocation spent against the plan."""
-    return _summarize(plan, engine, ingested, points)[0]
+    return _summarize(plan, engine, (), points)[0]
 
 
 def _summarize(
     plan: Plan,
     engine: Engine,
-    ingested: int = 0,
+    landed: Sequence[str] = (),
     points: dict[str, Followed] | None = None,
     history: dict[str, list[AttemptInfo]] | None = None,
     subs: dict[str, SubmissionInfo] | None = None,
@@ -278,7 +279,16 @@ def _summarize(
     planned = sum(f.gpu_hours for f in points.values())
     done = sum(1 for st in states.values() if st.done)
     summary = Summary(
-        counts, len(points), planned, plan.sweep.gpu.hours, spent, ingested, active, tuple(failures), done
+        counts,
+        len(points),
+        planned,
+        plan.sweep.gpu.hours,
+        spent,
+        len(landed),
+        active,
+        tuple(failures),
+        done,
+        tuple(landed),
     )
     return summary, states
 

@@ -15,6 +15,7 @@ from scaling.errors import ClipscaleError
 from scaling.fit.huber import Array
 from scaling.modeltypes import MODEL_TYPES
 from scaling.store.query import (
+    IN_SLICE,
     Condition,
     Filters,
     distinct,
@@ -185,6 +186,16 @@ def _diverged(engine: Engine, rest: tuple[Condition, ...]) -> list[tuple[str, st
         return []
     rows, _ = fetch(engine, Filters((*rest, Condition("status", "=", ("diverged",)))), metrics=False)
     return [(r["id"], f"diverged: {r['error'] or 'the training loss became NaN or infinite'}") for r in rows]
+
+
+def holds(engine: Engine, filters: Sequence[str], ids: Sequence[str]) -> bool:
+    """Whether any of the points ``ids`` is among those the filters select."""
+    parsed = parse_filters(filters).conditions
+    step = IN_SLICE
+    return any(
+        distinct(engine, Filters((*parsed, Condition("id", "=", tuple(ids[i : i + step])))), "id")
+        for i in range(0, len(ids), step)
+    )
 
 
 def _in_group(filters: Sequence[str], group: Sequence[str]) -> list[str]:

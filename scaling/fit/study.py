@@ -36,6 +36,7 @@ from scaling.fit.selection import (
     errors_of,
     family_of,
     groups_of,
+    holds,
     metrics_of,
     model_gmacs,
     read,
@@ -191,13 +192,20 @@ class Refit:
 
 
 def refit(
-    engine: Engine, family: str, trigger: str = "ingest", settings: Settings = Settings()
-) -> list[Refit]:
+    engine: Engine, family: str, trigger: str = "ingest", settings: Settings = Settings(),
+    landed: Sequence[str] | None = None,
+) -> list[Refit]:  # fmt: skip
     """Refit every default law of a family (per data source and headline metric) and add
-    the new ones to the fit history; a law that cannot be fitted yet says why."""
+    the new ones to the fit history; a law that cannot be fitted yet says why. With
+    ``landed`` (the points a status poll stored), only the laws of the groups holding one:
+    the others stand on the runs they stood on."""
     filters = [f"family={family}"]
     out = []
     groups = groups_of(engine, filters)
+    if landed is not None:
+        groups = {name: g for name, g in groups.items() if holds(engine, _in_group(filters, g), landed)}
+        if not groups:
+            return []
     pairs = metrics_of(engine, [*filters, "status=succeeded"])
     reads = {name: read(engine, _in_group(filters, group), pairs) for name, group in groups.items()}
     for dataset, metric in pairs:
