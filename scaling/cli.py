@@ -48,13 +48,14 @@ def _sqlite_stores(kwargs: dict[str, Any]) -> list[Path]:
     and, unless it does not track, its MLflow store (--tracking-uri)."""
     from urllib.parse import unquote
 
-    from scaling.store.db import store_url  # every command with --db opens the store anyway
-    from scaling.tracking import tracking_uri
-
     urls = []
-    if "db" in kwargs:
+    if "db" in kwargs:  # only then: SQLAlchemy takes 0.2 s to import, which `scaling plan` needs not
+        from scaling.store.db import store_url
+
         urls.append(store_url(kwargs["db"]))
     if "tracking_uri" in kwargs and not kwargs.get("no_tracking"):
+        from scaling.tracking import tracking_uri
+
         urls.append(tracking_uri(kwargs["tracking_uri"]))
     prefix = "sqlite:///"
     return [Path(unquote(u[len(prefix) :].split("?", 1)[0])) for u in urls if u.startswith(prefix)]

@@ -157,6 +157,12 @@ def test_cached_plan_imports_no_torch(tmp_path: Path) -> None:
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert json.loads(first.stdout) == [29, True, True]
     assert json.loads(second.stdout) == [29, False, False]
+    # Nor does the command import the store's SQLAlchemy (0.2 s of its start-up): it opens none.
+    command = ("import sys\nfrom scaling.cli import main\ntry:\n    main(['plan', 'sweep=paper'])\n"
+               "except SystemExit:\n    pass\n"
+               "print(sorted(m for m in ('sqlalchemy', 'torch') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", command], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
 
 
 def test_damaged_cache_is_recounted(tmp_path: Path) -> None:
