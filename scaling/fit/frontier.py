@@ -121,7 +121,7 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
         for row, y in zip(present, rows_e, strict=True):
             keep = np.flatnonzero(row)
             f = frontier(log_c[keep], y[keep], method)
-            rows.append(_sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0])
+            rows.append(frontier_sums(f))
         return np.array(rows).reshape(len(counts), 5)
     if method == "pareto":
         front = _pareto(np.where(present, rows_e, np.inf))
@@ -130,16 +130,26 @@ def batch_sums(log_c: Array, log_e: Array, counts: NDArray[np.int64], method: st
     lo = np.where(present, log_c[None, :], np.inf).min(axis=1)
     hi = np.where(present, log_c[None, :], -np.inf).max(axis=1)
     edges = bin_edges(lo, hi, bins)
-    xs = np.empty((len(counts), bins))
     ys = np.empty((len(counts), bins))
     for i in range(bins):
         inside = (
             present & (log_c[None, :] >= edges[:, i : i + 1]) & (log_c[None, :] < edges[:, i + 1 : i + 2])
         )
         ys[:, i] = np.where(inside, rows_e, np.inf).min(axis=1)
-        xs[:, i] = (edges[:, i] + edges[:, i + 1]) / 2
-    filled = np.isfinite(ys)
-    return _sums(filled.astype(np.float64), xs, np.where(filled, ys, 0.0))
+    return binned_sums(edges, ys)
+
+
+def binned_sums(edges: Array, minima: Array) -> Array:
+    """Least-squares sums of binned frontiers: each bin's lowest error (+inf: an empty bin,
+    left out) at the bin's centre, one row per resample."""
+    filled = np.isfinite(minima)
+    centres = (edges[:, :-1] + edges[:, 1:]) / 2
+    return _sums(filled.astype(np.float64), centres, np.where(filled, minima, 0.0))
+
+
+def frontier_sums(f: Frontier) -> Array:
+    """Least-squares sums of one frontier's points, shape (5,)."""
+    return _sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0]
 
 
 def _pareto(y: Array) -> NDArray[np.bool_]:

@@ -172,22 +172,20 @@ def bootstrap(
     shift = float(log_c.mean())  # centred compute keeps the sums well conditioned
     x = log_c - shift
     if sparse_method(method, n, noise):  # many runs: draws only where a frontier can be
-        sums = sparse_sums(x, log_e, method, bins, n_boot, rng, CHUNK_CELLS)
-        slope, intercept, _ = ols_from_sums(sums)
-        draws = np.stack([slope, intercept - slope * shift], axis=1)
-        return draws[np.isfinite(draws[:, 0])]
-    out = []
-    chunk = max(1, CHUNK_CELLS // n)
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        if noise > 0:
-            counts = np.ones((size, n), dtype=np.int64)
-            rows = log_e[None, :] + rng.normal(0.0, noise, size=(size, n))
-        else:
-            counts, rows = dense_counts(rng, n, size), log_e
-        slope, intercept, _ = ols_from_sums(batch_sums(x, rows, counts, method, bins))
-        out.append(np.stack([slope, intercept - slope * shift], axis=1))
-    draws = np.concatenate(out) if out else np.empty((0, 2))
+        sums = [sparse_sums(x, log_e, method, bins, n_boot, rng, CHUNK_CELLS)]
+    else:
+        sums = []
+        chunk = max(1, CHUNK_CELLS // n)
+        for start in range(0, n_boot, chunk):
+            size = min(chunk, n_boot - start)
+            if noise > 0:
+                counts = np.ones((size, n), dtype=np.int64)
+                rows = log_e[None, :] + rng.normal(0.0, noise, size=(size, n))
+            else:
+                counts, rows = dense_counts(rng, n, size), log_e
+            sums.append(batch_sums(x, rows, counts, method, bins))
+    slope, intercept, _ = ols_from_sums(np.concatenate(sums) if sums else np.empty((0, 5)))
+    draws = np.stack([slope, intercept - slope * shift], axis=1)
     return draws[np.isfinite(draws[:, 0])]
 
 

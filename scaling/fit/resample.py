@@ -15,8 +15,8 @@ and computed whole, so the bootstrap's distribution is the dense one's, with any
 
 S holds the runs that are beaten by few others: for bins, the lowest few of each thin slice
 of compute, and beside each edge (which moves with the least and most compute drawn) the
-runs with few lower ones between them and where it can fall; for the Pareto
-scan and the hull, its first few layers; and the few runs of least and most compute. A run outside S has
+runs with few lower ones between them and where it can fall; for the Pareto scan and the
+hull, its first few layers; and the few runs of least and most compute. A run outside S has
 many better runs near it, and is the frontier of a resample only if all of them were missed,
 about e^-12 of the time; the check finds those resamples, and they are completed.
 """
@@ -26,7 +26,17 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from scaling.fit.frontier import GEOMETRIC_WIDTH, Array, _pareto, _sums, batch_sums, bin_edges, frontier
+from scaling.fit.frontier import (
+    GEOMETRIC_WIDTH,
+    Array,
+    _pareto,
+    _sums,
+    batch_sums,
+    bin_edges,
+    binned_sums,
+    frontier,
+    frontier_sums,
+)
 
 SPARSE_MIN = 4096  # fewer runs: the dense matrix of counts is cheap, and the draws stay as they were
 DEPTH = 12  # a run beaten by this many nearby runs is a frontier's only if all 12 were missed
@@ -214,9 +224,7 @@ def _binned(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_], bins:
     first, last = _first_last(chosen, present)
     edges = bin_edges(x[first], x[last], bins)
     level = _bin_minima(np.where(present, ys[None, :], np.inf), np.searchsorted(xs, edges, side="left"))
-    filled = np.isfinite(level)
-    centres = (edges[:, :-1] + edges[:, 1:]) / 2
-    sums = _sums(filled.astype(np.float64), centres, np.where(filled, level, 0.0))
+    sums = binned_sums(edges, level)
     at = np.searchsorted(x, edges.ravel(), side="left").reshape(size, bins + 1)
     rows, n = np.arange(size), len(x)
     # Nothing outside S before the first candidate drawn or after the last (the edges would
@@ -255,8 +263,7 @@ def _scan(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_], method:
         sums = np.zeros((size, 5))
         starts = np.flatnonzero(np.append(True, last_of_row[:-1]))
         for r, keep in zip(rows[starts], np.split(pos, starts[1:]), strict=True):
-            f = frontier(x[keep], y[keep], "hull")
-            sums[r] = _sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0]
+            sums[r] = frontier_sums(frontier(x[keep], y[keep], "hull"))
     else:
         sums = _sums(front.astype(np.float64), x[chosen][None, :], np.where(front, ys, 0.0))
     starts_at = np.concatenate([np.zeros(size, np.intp), pos + 1])
@@ -277,8 +284,7 @@ def _geometric(x: Array, y: Array, chosen: Index, present: NDArray[np.bool_]) ->
         keep = chosen[present[r]]
         if keep.size == 0:
             continue
-        f = frontier(x[keep], y[keep], "geometric")
-        sums[r] = _sums(np.ones((1, len(f.log_c))), f.log_c[None, :], f.log_e[None, :])[0]
+        sums[r] = frontier_sums(frontier(x[keep], y[keep], "geometric"))
         start = x[keep[0]]
         which = np.floor((x[keep] - start) / GEOMETRIC_WIDTH).astype(np.int64)
         count = int(np.floor((x[-1] - start) / GEOMETRIC_WIDTH)) + 1

@@ -15,9 +15,9 @@ from scaling.errors import ClipscaleError
 from scaling.fit.huber import Array
 from scaling.modeltypes import MODEL_TYPES
 from scaling.store.query import (
-    IN_SLICE,
     Condition,
     Filters,
+    among,
     distinct,
     fetch,
     metric_names,
@@ -190,12 +190,7 @@ def _diverged(engine: Engine, rest: tuple[Condition, ...]) -> list[tuple[str, st
 
 def holds(engine: Engine, filters: Sequence[str], ids: Sequence[str]) -> bool:
     """Whether any of the points ``ids`` is among those the filters select."""
-    parsed = parse_filters(filters).conditions
-    step = IN_SLICE
-    return any(
-        distinct(engine, Filters((*parsed, Condition("id", "=", tuple(ids[i : i + step])))), "id")
-        for i in range(0, len(ids), step)
-    )
+    return bool(among(engine, parse_filters(filters), ids))
 
 
 def _in_group(filters: Sequence[str], group: Sequence[str]) -> list[str]:

@@ -188,10 +188,11 @@ def fetch(
     return read(engine, work)
 
 
-def _selected(filters: Filters) -> Any:
-    """The ids of the filtered points, as a subquery (joined in the store, never listed here)."""
+def _selected(filters: Filters, column: Any = Point.id) -> Any:
+    """One column of the filtered points (their ids by default), as a query the store runs
+    (or joins as a subquery): the points are never listed here."""
     return (
-        sa.select(Point.id)
+        sa.select(column)
         .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
         .where(*_where(filters))
     )
@@ -231,13 +232,21 @@ def metric_values(
 def distinct(engine: Engine, filters: Filters, column: str) -> set[Any]:
     """The values one point column takes among the filtered points (the data sets a family
     was trained on, its model types): what grouping runs into laws needs, not every row."""
-    q = (
-        sa.select(getattr(Point, column))
-        .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
-        .where(*_where(filters))
-        .distinct()
-    )
+    q = _selected(filters, getattr(Point, column)).distinct()
     return read(engine, lambda conn: set(conn.execute(q).scalars()))
+
+
+def among(engine: Engine, filters: Filters, ids: Sequence[str]) -> set[str]:
+    """Those of ``ids`` that are among the filtered points."""
+    unique = sorted(set(ids))
+
+    def work(conn: sa.Connection) -> set[str]:
+        found: set[str] = set()
+        for chunk in _slices(unique):
+            found.update(conn.execute(_selected(filters).where(Point.id.in_(chunk))).scalars())
+        return found
+
+    return read(engine, work)
 
 
 IN_SLICE = 5000
