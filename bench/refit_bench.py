@@ -1,6 +1,6 @@
 """Refit benchmark: every default law of a family of 100,000 succeeded runs, 10 metrics ×
 3 data sources (target: < 2 s), through the path `scaling status` takes when points land
-(`study.refit`: groups_of, metrics_of, then fit_each and record_fit per metric), with a
+(`study.refit`: groups_of, metrics_of, read_groups, fit_each per metric, record_fits), with a
 cProfile of where the time goes.
 
 The store is SQLite in a temporary directory, filled with the product's own bulk writers
@@ -35,7 +35,8 @@ FAMILY = "refit-bench"
 TARGET_S = 2.0
 LANDED = 100  # points a status poll stores into one group
 # Measured by this bench at b44fb52, before the refit read each group once and drew its
-# bootstrap sparsely (one fetch per law, every run drawn 1,000 times).
+# bootstrap sparsely (one fetch per law, every run drawn 1,000 times); 6.43 s at 28c1263, before
+# a law's runs were columns and the family was read once for all its groups.
 BEFORE_S = 77.35
 # Three data sources as selection.source_of sees them (LAION-400M and LAION-2B are one source).
 DATA = ("LAION-400M", "LAION-2B", "DataComp-1B", "YFCC-15M")
@@ -90,14 +91,14 @@ def profile(url: str, top: int) -> dict[str, object]:
     stats = pstats.Stats(prof)
     stages = {"selection.groups_of": ("selection.py", "groups_of"),
               "selection.metrics_of": ("selection.py", "metrics_of"),
-              "selection.read (each group's rows and values, once)": ("selection.py", "read"),
+              "selection.read_groups (the family's runs and values, once)": ("selection.py", "read_groups"),
+              "query.point_columns (SQL)": ("query.py", "point_columns"),
               "query.metric_values (SQL)": ("query.py", "metric_values"),
-              "selection.load (Run rows)": ("selection.py", "load"),
-              "query.fetch (SQL)": ("query.py", "fetch"),
+              "selection.load (each law's runs)": ("selection.py", "load"),
               "resample.sparse_sums": ("resample.py", "sparse_sums"),
               "forms.fit_form (frontier + fit + bootstrap)": ("forms.py", "fit_form"),
               "powerlaw.bootstrap": ("powerlaw.py", "bootstrap"),
-              "history.record_fit": ("history.py", "record_fit")}  # fmt: skip
+              "history.record_fits": ("history.py", "record_fits")}  # fmt: skip
     raw = stats.stats  # type: ignore[attr-defined]
     cumulative = {label: round(sum(v[3] for k, v in raw.items() if k[0].endswith(f) and k[2] == fn), 3)
                   for label, (f, fn) in stages.items()}  # fmt: skip

@@ -22,7 +22,9 @@ from scaling.fit.selection import (
     _SIZE,
     Read,
     Run,
+    Runs,
     checkpoints_of,
+    compute_of,
     error_label,
     errors_of,
     family_of,
@@ -87,7 +89,7 @@ class Fitted:
     metric: str
     settings: Settings
     law: Any  # powerlaw.Law, or curve.Curve for the other forms
-    runs: tuple[Run, ...]
+    runs: Runs
     skipped: tuple[str, ...] = field(default_factory=tuple)  # runs without a value for the metric
     checkpoints: str = "final"  # which points of trajectories: final, all, only (see store.query)
     left_out: int = 0  # constant-LR checkpoints the selection left out
@@ -119,9 +121,9 @@ class Fitted:
     @property
     def inputs(self) -> str:
         """A digest of the runs and values fitted: a refit on the same inputs is not news."""
-        digest = hashlib.sha256("\0".join(r.id for r in self.runs).encode())
-        for column in (compute_of(self.runs), np.fromiter((r.value for r in self.runs), np.float64)):
-            digest.update(column.tobytes())
+        digest = hashlib.sha256("\0".join(self.runs.ids).encode())
+        for column in (self.runs.columns["compute"], self.runs.columns["value"]):
+            digest.update(np.ascontiguousarray(column).tobytes())
         return digest.hexdigest()
 
     @property
@@ -130,7 +132,8 @@ class Fitted:
         return sorted({source_of(r.data) for r in self.runs})
 
     def record(self) -> dict[str, Any]:
-        law, by_id = self.law, {r.id: r for r in self.runs}
+        law, on = self.law, {p.run for p in self.law.frontier}
+        by_id = {r.id: r for r in self.runs if r.id in on}
         ci = law.params_ci
         power = {"alpha": law.params["alpha"], "beta": law.params["beta"], "alpha_ci": list(ci["alpha"]),
                  "beta_ci": list(ci["beta"])} if law.name == "power" else {}  # fmt: skip
@@ -187,17 +190,13 @@ def fit(
     parsed = parse_filters(filters)
     family = family_of(parsed)
     runs, skipped, left_out, excluded = load(engine, filters, dataset, metric, given=given)
-    c = compute_of(runs)
     try:
-        law, choice = fit_arrays(settings, c, errors_of(metric, runs), [r.id for r in runs], _upper(metric))
+        e = errors_of(metric, runs)
+        law, choice = fit_arrays(settings, compute_of(runs), e, runs.ids, _upper(metric))
     except ClipscaleError as err:
         raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
-    return Fitted(family, tuple(filters), dataset, metric, settings, law, tuple(runs), tuple(skipped),
+    return Fitted(family, tuple(filters), dataset, metric, settings, law, runs, tuple(skipped),
                   checkpoints_of(parsed), left_out, choice, tuple(excluded))  # fmt: skip
-
-
-def compute_of(runs: Sequence[Run]) -> Array:
-    return np.fromiter((r.compute for r in runs), dtype=np.float64, count=len(runs))
 
 
 def _upper(metric: str) -> float | None:
@@ -338,8 +337,7 @@ def decision_of(a: Fitted, b: Fitted) -> Decision | str:
     keys = scale_keys([r.model for r in (*a.runs, *b.runs)], [r.samples_seen for r in (*a.runs, *b.runs)])
 
     def side(f: Fitted, k: Sequence[tuple[str, int]]) -> Side:
-        return Side(tuple(k), np.array([r.compute for r in f.runs]), errors_of(f.metric, f.runs),
-                    tuple(r.id for r in f.runs))  # fmt: skip
+        return Side(tuple(k), compute_of(f.runs), errors_of(f.metric, f.runs), tuple(f.runs.ids))
 
     def fitter(form: str) -> Any:
         quick = replace(a.settings.refitting(form), n_boot=0, cut=None)
@@ -384,7 +382,7 @@ class Audited:
     metric: str
     settings: Settings
     audit: Audit
-    runs: tuple[Run, ...]
+    runs: Sequence[Run]  # Runs where read from the store
     cut: float | None
     choice: Choice | None  # form=auto: which form the runs below the split chose
 
@@ -458,7 +456,7 @@ def audit_of(
     settings: Settings = Settings(), cut: float | None = None, holdout: str | None = None,
 ) -> Audited:  # fmt: skip
     """The audit of runs already selected (see audit_runs)."""
-    c, e = np.array([r.compute for r in runs]), errors_of(metric, runs)
+    c, e = compute_of(runs), errors_of(metric, runs)
     held, split = split_runs(runs, cut, holdout)
     chosen: list[Choice] = []
 
@@ -472,7 +470,7 @@ def audit_of(
         result = audit(fitter, settings.form, c, e, [r.id for r in runs], held, split, settings.level)
     except ClipscaleError as err:
         raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
-    return Audited(family, tuple(filters), dataset, metric, settings, result, tuple(runs), cut,
+    return Audited(family, tuple(filters), dataset, metric, settings, result, runs, cut,
                    chosen[0] if chosen else None)  # fmt: skip
 
 
@@ -486,7 +484,7 @@ class FittedSurface:
     dataset: str
     metric: str
     surface: Surface
-    runs: tuple[Run, ...]
+    runs: Runs
     catalogue: dict[str, float]  # model → N, for the best catalogue model per budget
 
     def record(self, budgets: Sequence[float] = ()) -> dict[str, Any]:
@@ -537,4 +535,4 @@ def fit_surface_runs(
     except ClipscaleError as err:
         raise ClipscaleError(f"{_law_name(family, dataset, metric)}: {err}") from None
     catalogue = {r.model: float(v) for r, v in zip(runs, n, strict=True) if v}
-    return FittedSurface(family, tuple(filters), dataset, metric, s, tuple(runs), catalogue)
+    return FittedSurface(family, tuple(filters), dataset, metric, s, runs, catalogue)

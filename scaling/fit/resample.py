@@ -125,14 +125,21 @@ def _layers(y: Array, depth: int) -> NDArray[np.bool_]:
 
 
 def _slice_lows(x: Array, y: Array, width: float, depth: int) -> NDArray[np.bool_]:
-    """The ``depth`` lowest errors of each slice of compute ``width`` wide."""
+    """The ``depth`` lowest errors of each slice of compute ``width`` wide (x is sorted, so a
+    slice is a stretch of positions; of tied errors, the first)."""
     which = np.floor((x - x[0]) / width).astype(np.int64) if width > 0 else np.zeros(len(x), np.int64)
-    order = np.lexsort((y, which))
-    grouped = which[order]
-    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
-    rank = np.arange(len(x)) - np.repeat(starts, np.diff(np.append(starts, len(x))))
+    bounds = np.flatnonzero(np.diff(which)) + 1
     keep = np.zeros(len(x), dtype=bool)
-    keep[order[rank < depth]] = True
+    for a, b in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(x)])), strict=True):
+        ys = y[a:b]
+        if b - a <= depth:
+            keep[a:b] = True
+            continue
+        level = np.partition(ys, depth - 1)[depth - 1]  # the depth-th lowest error
+        below = ys < level
+        tied = np.flatnonzero(ys == level)[: depth - int(below.sum())]
+        keep[a:b] = below
+        keep[a + tied] = True
     return keep
 
 

@@ -3,12 +3,15 @@ the default metrics, and the groups (data source, data set, model type) laws are
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from functools import cached_property
+from typing import Any, NamedTuple, overload
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
@@ -23,6 +26,7 @@ from scaling.store.query import (
     metric_names,
     metric_values,
     parse_filters,
+    point_columns,
 )
 
 # What a family is fitted on when no metric is named: the paper's headline evaluations
@@ -62,8 +66,19 @@ def from_error(metric: str, error: float) -> float:
 
 def errors_of(metric: str, runs: Sequence[Run]) -> Array:
     """E of each run: the law's quantity."""
-    values = np.fromiter((r.value for r in runs), dtype=np.float64, count=len(runs))
+    values = _column(runs, "value")
     return values if lower_is_better(metric) else 1.0 - values
+
+
+def compute_of(runs: Sequence[Run]) -> Array:
+    """C of each run (GMACs), the law's axis."""
+    return _column(runs, "compute")
+
+
+def _column(runs: Sequence[Run], name: str) -> Array:
+    if isinstance(runs, Runs):
+        return runs.columns[name]
+    return np.fromiter((getattr(r, name) for r in runs), dtype=np.float64, count=len(runs))
 
 
 def error_label(metric: str) -> str:
@@ -82,6 +97,57 @@ class Run(NamedTuple):
     value: float  # the metric; the error is 1 - value (or the value, for a loss)
     params: float | None = None
     data_size: int | None = None
+
+
+class Runs(Sequence[Run]):
+    """The runs a law stands on as columns, one array per field of :class:`Run` (compute and
+    value as floats): a refit of 100,000 runs × 10 metrics takes each law's runs as a
+    selection of its group's columns, not a million tuples. Iterating gives Run tuples."""
+
+    __slots__ = ("_ids", "columns")
+
+    def __init__(self, columns: dict[str, Array]) -> None:
+        self.columns = {f: columns[f] for f in Run._fields}  # Run's order: rows are zipped from it
+        for column in self.columns.values():
+            column.flags.writeable = False  # a law's runs do not change under it
+        self._ids: list[str] | None = None
+
+    @classmethod
+    def of(cls, runs: Iterable[Run]) -> Runs:
+        rows = list(runs)
+        return cls({f: np.array([getattr(r, f) for r in rows], dtype=np.float64 if f in _FLOATS else object)
+                    for f in Run._fields})  # fmt: skip
+
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = list(self.columns["id"].tolist())
+        return list(self._ids)
+
+    def take(self, index: Any) -> Runs:
+        """The runs at ``index`` (positions or a mask), as columns."""
+        return Runs({f: c[index] for f, c in self.columns.items()})
+
+    def __len__(self) -> int:
+        return len(self.columns["id"])
+
+    def __iter__(self) -> Iterator[Run]:
+        return map(Run._make, zip(*(c.tolist() for c in self.columns.values()), strict=True))
+
+    @overload
+    def __getitem__(self, i: int) -> Run: ...
+    @overload
+    def __getitem__(self, i: slice) -> Runs: ...
+    def __getitem__(self, i: int | slice) -> Run | Runs:
+        if isinstance(i, slice):
+            return self.take(i)
+        return Run._make(c[i].item() if f in _FLOATS else c[i] for f, c in self.columns.items())
+
+    def __repr__(self) -> str:
+        return f"Runs({len(self)} runs)"
+
+
+_FLOATS = ("compute", "value")
 
 
 def split_metric(dataset: str | None, metric: str | None) -> tuple[str | None, str | None]:
@@ -108,33 +174,114 @@ def checkpoints_of(filters: Filters) -> str:
     return said[-1] if said else "final"
 
 
+# The point columns a law reads: Run's, what decides whether a run is one of its runs, and
+# what its groups are told apart by (see groups_of).
+_COLUMNS = ("id", "model", "data", "samples_seen", "gmacs_per_sample", "compute_gmacs", "params", "data_size",
+            "from_checkpoint", "no_compute", "status", "error", "model_type")  # fmt: skip
+_DIVERGED = "the training loss became NaN or infinite"
+
+
 @dataclass(frozen=True)
 class Read:
-    """A selection's succeeded point rows, the values of the metrics asked (by point id) and
-    its diverged runs: read once for all the laws a refit fits on it."""
+    """A selection's succeeded and diverged runs as columns (in the store's order: compute,
+    then id), and the values of the metrics asked, aligned with them (NaN where a run has
+    none): read once for all the laws a refit fits on it."""
 
-    rows: list[dict[str, Any]]
-    values: dict[tuple[str, str], dict[str, Any]]
-    diverged: list[tuple[str, str]]
+    columns: dict[str, NDArray[Any]]  # _COLUMNS, compute as floats (NaN where not known)
+    values: dict[tuple[str, str], Array]
+
+    def narrowed(self, keep: NDArray[np.bool_]) -> Read:
+        """The runs where ``keep`` holds (a group of the selection), in the same order."""
+        return Read(
+            {k: v[keep] for k, v in self.columns.items()}, {k: v[keep] for k, v in self.values.items()}
+        )
+
+    def matching(self, filters: Sequence[str]) -> NDArray[np.bool_] | None:
+        """Which runs the filters select, where they only name values of columns read here
+        (a group's ``data=[…]`` or ``model_type=…``, exact text as the store compares it);
+        None where only the store can tell."""
+        keep = np.ones(len(self.columns["id"]), dtype=bool)
+        for c in parse_filters(filters).conditions:
+            if c.op != "=" or c.key not in ("data", "model_type", "model", "id"):
+                return None
+            keep &= np.isin(self.columns[c.key], np.array(c.values, dtype=object))
+        return keep
+
+    @cached_property
+    def unknown(self) -> Array:
+        """Why each run is left out for its compute (None where it is not): its samples seen
+        are not known, or its compute is not and the store says why (imported so)."""
+        c, unsaid = self.columns, "its samples seen are not known"
+        return np.array([why or unsaid if s is None or (math.isnan(gmacs) and why) else None
+                         for s, gmacs, why in zip(c["samples_seen"], c["compute_gmacs"], c["no_compute"],
+                                                  strict=True)], dtype=object)  # fmt: skip
+
+    @cached_property
+    def known(self) -> NDArray[np.bool_]:
+        """The runs not left out for their compute."""
+        return np.array([why is None for why in self.unknown], dtype=bool)
+
+    @cached_property
+    def succeeded(self) -> NDArray[np.bool_]:
+        return np.asarray(self.columns["status"] == "succeeded", dtype=bool)
+
+    @cached_property
+    def diverged(self) -> list[tuple[str, str]]:
+        """The runs whose loss became NaN or infinite, with why: kept in the store and left out
+        of the laws, which say so."""
+        at, c = self.columns["status"] == "diverged", self.columns
+        return [(i, f"diverged: {why or _DIVERGED}")
+                for i, why in zip(c["id"][at].tolist(), c["error"][at].tolist(), strict=True)]  # fmt: skip
 
 
-def _succeeded(filters: Sequence[str]) -> tuple[Filters, tuple[Condition, ...]]:
-    """The filters narrowed to succeeded runs, and the filters without their checkpoints choice."""
+def _succeeded(filters: Sequence[str]) -> Filters:
+    """The filters narrowed to succeeded runs, without their checkpoints choice."""
     rest = tuple(c for c in parse_filters(filters).conditions if c.key != "checkpoints")
-    return Filters((*rest, Condition("status", "=", ("succeeded",)))), rest
+    return Filters((*rest, Condition("status", "=", ("succeeded",))))
 
 
 def read(engine: Engine, filters: Sequence[str], pairs: Sequence[tuple[str, str]]) -> Read:
-    """What :func:`load` reads for each of ``pairs``, read once for all of them."""
-    succeeded, rest = _succeeded(filters)
-    rows, _ = fetch(engine, succeeded, metrics=False)
-    return Read(rows, metric_values(engine, succeeded, pairs), _diverged(engine, rest))
+    """What :func:`load` reads for each of ``pairs``, read once for all of them: the selection's
+    succeeded runs, and its diverged ones unless the filters chose the runs' status themselves."""
+    rest = tuple(c for c in parse_filters(filters).conditions if c.key != "checkpoints")
+    said = any(c.key == "status" for c in rest)
+    statuses = ("succeeded",) if said else ("succeeded", "diverged")
+    rows = point_columns(engine, Filters((*rest, Condition("status", "=", statuses))), _COLUMNS)
+    values = metric_values(engine, _succeeded(filters), pairs, rows["id"])
+    columns = {k: np.array(v, dtype=object) for k, v in rows.items()}
+    columns["compute_gmacs"] = np.array(
+        [np.nan if c is None else c for c in rows["compute_gmacs"]], np.float64
+    )
+    columns["from_checkpoint"] = np.array(rows["from_checkpoint"], dtype=bool)
+    diverged = columns["status"] == "diverged"
+    for v in values.values():
+        v[diverged] = np.nan  # a diverged run's evaluation is not a point of any law
+    return Read(columns, values)
+
+
+def read_groups(
+    engine: Engine, filters: Sequence[str], groups: dict[str, list[str]], pairs: Sequence[tuple[str, str]]
+) -> dict[str, Read]:
+    """:func:`read` for each group of the filters' runs: the runs and values read once for all
+    groups, each group the runs its own filters select (one group alone is read alone)."""
+    if len(groups) == 1:
+        return {name: read(engine, _in_group(filters, group), pairs) for name, group in groups.items()}
+    whole = read(engine, filters, pairs)
+
+    def of(group: list[str]) -> Read:
+        keep = whole.matching(group)
+        if keep is None:
+            ids = distinct(engine, parse_filters(_in_group(filters, group)), "id")
+            keep = np.fromiter((i in ids for i in whole.columns["id"]), bool, len(whole.columns["id"]))
+        return whole.narrowed(keep)
+
+    return {name: of(group) for name, group in groups.items()}
 
 
 def load(
     engine: Engine, filters: Sequence[str], dataset: str, metric: str, need_compute: bool = True,
     given: Read | None = None,
-) -> tuple[list[Run], list[str], int, list[tuple[str, str]]]:  # fmt: skip
+) -> tuple[Runs, list[str], int, list[tuple[str, str]]]:  # fmt: skip
     """The family's succeeded runs with a value for dataset/metric, those without one, how
     many constant-LR checkpoints the selection left out, and the runs left out because their
     samples seen are not known (imported so), each with why; from ``given`` where the refit
@@ -142,50 +289,36 @@ def load(
     parsed = parse_filters(filters)
     family = family_of(parsed)
     chosen = checkpoints_of(parsed)
-    succeeded, rest = _succeeded(filters)
-    if given is None:
-        rows, metrics = fetch(engine, succeeded, only=(dataset, metric))
-        values = {pid: v for pid, d, m, v in metrics if d == dataset and m == metric}
-    else:
-        rows, values = given.rows, given.values.get((dataset, metric), {})
-    left_out = sum(1 for r in rows if r["from_checkpoint"]) if chosen == "final" else 0
-    if chosen != "all":
-        rows = [r for r in rows if bool(r["from_checkpoint"]) == (chosen == "only")]
-    if not rows:
+    got = given if given is not None else read(engine, filters, [(dataset, metric)])
+    cols = got.columns
+    value = got.values.get((dataset, metric), np.full(len(cols["id"]), np.nan))
+    succeeded = got.succeeded
+    left_out = int((succeeded & cols["from_checkpoint"]).sum()) if chosen == "final" else 0
+    rows = succeeded & (cols["from_checkpoint"] == (chosen == "only") if chosen != "all" else True)
+    if not rows.any():
         raise ClipscaleError(f"no succeeded run of family {family} matches {' '.join(filters)}")
-    if not any(values.get(r["id"]) is not None for r in rows):
-        have = sorted({f"{d}/{m}" for _, d, m, _ in fetch(engine, succeeded)[1] if is_primary(m)})
+    has = rows & ~np.isnan(value)
+    if not has.any():
+        found = fetch(engine, _succeeded(filters))[1]
+        have = sorted({f"{d}/{m}" for _, d, m, _ in found if is_primary(m)})
         raise ClipscaleError(
             f"no run of family {family} has {dataset}/{metric}"
             + (f" (it has: {', '.join(have[:12])}{', …' if len(have) > 12 else ''})" if have else "")
         )
-    runs, skipped, excluded = [], [], []
-    for r in rows:
-        value = values.get(r["id"])
-        if value is None:
-            skipped.append(r["id"])
-            continue
-        if r["samples_seen"] is None or (r["compute_gmacs"] is None and r["no_compute"]):
-            excluded.append((r["id"], r["no_compute"] or "its samples seen are not known"))
-            continue
-        if r["compute_gmacs"] is None and need_compute:
-            raise ClipscaleError(f"run {r['id']}: its compute is not known (no GMACs per sample)")
-        runs.append(Run(r["id"], r["model"], r["data"], int(r["samples_seen"]), r["gmacs_per_sample"],
-                        float(r["compute_gmacs"] if r["compute_gmacs"] is not None else "nan"), float(value),
-                        r["params"], r["data_size"]))  # fmt: skip
-    if not runs and excluded:
+    ids, compute, why = cols["id"], cols["compute_gmacs"], got.unknown
+    out = has & ~got.known
+    skipped = ids[rows & ~has].tolist()
+    excluded = list(zip(ids[out].tolist(), why[out].tolist(), strict=True))
+    keep = has & ~out
+    no_compute = np.flatnonzero(keep & np.isnan(compute))
+    if need_compute and len(no_compute):
+        raise ClipscaleError(f"run {ids[no_compute[0]]}: its compute is not known (no GMACs per sample)")
+    runs = Runs({f: cols[f][keep] for f in Run._fields if f not in _FLOATS}
+                | {"compute": compute[keep], "value": value[keep]})  # fmt: skip
+    if not len(runs) and excluded:
         raise ClipscaleError(f"no run of family {family} with {dataset}/{metric} has a known compute "
                              f"({len(excluded)} left out: {excluded[0][0]}: {excluded[0][1]})")  # fmt: skip
-    return runs, skipped, left_out, excluded + (given.diverged if given else _diverged(engine, rest))
-
-
-def _diverged(engine: Engine, rest: tuple[Condition, ...]) -> list[tuple[str, str]]:
-    """The family's runs whose loss became NaN or infinite, with why: kept in the store and
-    left out of its laws, which say so (unless the filters chose the runs' status themselves)."""
-    if any(c.key == "status" for c in rest):
-        return []
-    rows, _ = fetch(engine, Filters((*rest, Condition("status", "=", ("diverged",)))), metrics=False)
-    return [(r["id"], f"diverged: {r['error'] or 'the training loss became NaN or infinite'}") for r in rows]
+    return runs, skipped, left_out, excluded + got.diverged
 
 
 def holds(engine: Engine, filters: Sequence[str], ids: Sequence[str]) -> bool:

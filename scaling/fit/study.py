@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 from sqlalchemy.engine import Engine
 
 from scaling.errors import ClipscaleError
 from scaling.fit.audit import compute_cut
-from scaling.fit.history import record_fit
+from scaling.fit.history import record_fits
 from scaling.fit.huber import Array
 from scaling.fit.laws import (
     Audited,
@@ -33,13 +32,14 @@ from scaling.fit.powerlaw import Law
 from scaling.fit.selection import (
     Read,
     _in_group,
+    compute_of,
     errors_of,
     family_of,
     groups_of,
     holds,
     metrics_of,
     model_gmacs,
-    read,
+    read_groups,
 )
 from scaling.fit.suggest import Candidate, Suggestion, suggest
 from scaling.fit.surface import Surface, fit_surface
@@ -127,9 +127,7 @@ def _audit_or_reason(
 ) -> Audited | str:
     """Every law in a report comes with its audit: held out at ``cut`` (the top quarter of
     the group's log compute by default); a group too small to audit says why."""
-    cut = (
-        settings.cut if settings.cut is not None else compute_cut(np.array([r.compute for r in fitted.runs]))
-    )
+    cut = settings.cut if settings.cut is not None else compute_cut(compute_of(fitted.runs))
     try:
         return audit_of(
             fitted.family, filters, dataset, metric, fitted.runs, replace(settings, cut=None), cut
@@ -176,8 +174,8 @@ def suggest_next(
     def refit(c: Array, e: Array, ids: Sequence[str]) -> Any:
         return fit_arrays(same, c, e, ids, _upper(metric))[0]
 
-    c = np.array([r.compute for r in fitted.runs])
-    return suggest(fitted.law, c, errors_of(metric, fitted.runs), [r.id for r in fitted.runs], left,
+    c = compute_of(fitted.runs)
+    return suggest(fitted.law, c, errors_of(metric, fitted.runs), fitted.runs.ids, left,
                    at.label, at.compute, budget, refit)  # fmt: skip
 
 
@@ -207,12 +205,12 @@ def refit(
         if not groups:
             return []
     pairs = metrics_of(engine, [*filters, "status=succeeded"])
-    reads = {name: read(engine, _in_group(filters, group), pairs) for name, group in groups.items()}
+    reads = read_groups(engine, filters, groups, pairs)
     for dataset, metric in pairs:
-        for r in fit_each(engine, filters, dataset, metric, settings, groups, reads):
-            recorded = r.fitted is not None and record_fit(engine, r.fitted, trigger)
-            out.append(replace(r, recorded=recorded))
-    return out
+        out += fit_each(engine, filters, dataset, metric, settings, groups, reads)
+    # Every law fitted before any is recorded, all in one transaction.
+    recorded = iter(record_fits(engine, [r.fitted for r in out if r.fitted is not None], trigger))
+    return [replace(r, recorded=next(recorded)) if r.fitted is not None else r for r in out]
 
 
 def fit_each(
