@@ -118,7 +118,9 @@ def _layers(y: Array, depth: int) -> NDArray[np.bool_]:
         if rest.size == 0:
             break
         ys = y[rest]
-        front = ys < np.concatenate(([np.inf], np.minimum.accumulate(ys)[:-1]))
+        front = np.empty(len(ys), dtype=bool)
+        front[0] = True
+        np.less(ys[1:], np.minimum.accumulate(ys)[:-1], out=front[1:])
         taken[rest[front]] = True
         rest = rest[~front]
     return taken
@@ -176,9 +178,9 @@ def draw(rng: np.random.Generator, n: int, k: int, size: int) -> tuple[NDArray[n
     """Counts of the k candidates in each of ``size`` resamples of n draws, and how many of
     the n draws landed among them."""
     hits = rng.binomial(n, k / n, size)
-    rows = np.repeat(np.arange(size), hits)
     picks = rng.integers(0, k, int(hits.sum()))
-    counts = np.bincount(rows * k + picks, minlength=size * k).reshape(size, k)
+    picks += np.repeat(np.arange(0, size * k, k), hits)  # each resample's own row of k cells
+    counts = np.bincount(picks, minlength=size * k).reshape(size, k)
     return counts, hits
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple, overload
@@ -313,12 +313,18 @@ def load(
     no_compute = np.flatnonzero(keep & np.isnan(compute))
     if need_compute and len(no_compute):
         raise ClipscaleError(f"run {ids[no_compute[0]]}: its compute is not known (no GMACs per sample)")
-    runs = Runs({f: cols[f][keep] for f in Run._fields if f not in _FLOATS}
-                | {"compute": compute[keep], "value": value[keep]})  # fmt: skip
+    mine = _taken(keep)
+    runs = Runs({f: mine(cols[f]) for f in Run._fields if f not in _FLOATS}
+                | {"compute": mine(compute), "value": mine(value)})  # fmt: skip
     if not len(runs) and excluded:
         raise ClipscaleError(f"no run of family {family} with {dataset}/{metric} has a known compute "
                              f"({len(excluded)} left out: {excluded[0][0]}: {excluded[0][1]})")  # fmt: skip
     return runs, skipped, left_out, excluded + got.diverged
+
+
+def _taken(keep: NDArray[np.bool_]) -> Callable[[NDArray[Any]], NDArray[Any]]:
+    """Where every run is kept, a column as it is (a refit's laws share their group's columns)."""
+    return (lambda column: column) if keep.all() else (lambda column: column[keep])
 
 
 def holds(engine: Engine, filters: Sequence[str], ids: Sequence[str]) -> bool:

@@ -11,9 +11,8 @@ import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -22,6 +21,9 @@ from scaling.modeltypes import MODEL_TYPES
 from scaling.store.db import read
 from scaling.store.models import POINT_STATUSES, Family, FamilyPoint, Metric, Point
 from scaling.units import parse_count
+
+if TYPE_CHECKING:  # numpy is imported where values are read: `scaling runs` starts without it
+    import numpy as np
 
 POINT_COLUMNS = (
     "id",
@@ -284,6 +286,8 @@ def metric_values(
 
 def _aligned(rows: Sequence[tuple[str, Any]], at: dict[str, int]) -> np.ndarray:
     """(point id, value) rows as one value per point of ``at``; other points' rows dropped."""
+    import numpy as np
+
     values = np.full(len(at), np.nan)
     if rows:
         ids = map(operator.itemgetter(0), rows)
