@@ -1,5 +1,6 @@
 """Which runs a law stands on, read as columns: the runs and values a refit reads once for all
-its groups and metrics are those each law's own query selects, whichever way the store is read."""
+its groups and metrics are those each law's own query selects, whichever way the store is read,
+on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -44,8 +45,7 @@ def fill(url: str, others: int) -> None:
 
 
 @pytest.mark.parametrize("others", [0, 200])  # the pair's index range read whole, or probed
-def test_a_refits_reads_are_each_laws_own_selection(tmp_path: Path, others: int) -> None:
-    url = f"sqlite:///{tmp_path / 'results.db'}"
+def test_a_refits_reads_are_each_laws_own_selection(url: str, others: int) -> None:
     fill(url, others)
     engine = connect(url)
     filters = ["family=f"]
@@ -120,8 +120,7 @@ def test_runs_as_columns_are_the_runs_as_tuples() -> None:
         runs.columns["value"][0] = 1.0  # a law's runs do not change under it
 
 
-def test_a_refit_of_groups_equals_a_fit_of_each(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'results.db'}"
+def test_a_refit_of_groups_equals_a_fit_of_each(url: str) -> None:
     fill(url, 0)
     engine = connect(url)
     refits = study.refit(engine, "f", settings=laws.Settings(n_boot=50))
