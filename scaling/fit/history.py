@@ -34,10 +34,7 @@ def record_fits(engine: Engine, fits: Sequence[Fitted], trigger: str = "fit") ->
     rows = [_row(f, trigger) for f in fits]
 
     def work(conn: sa.Connection) -> list[bool]:
-        added = []
-        for row in rows:
-            added.append(row is not None and _add(conn, row))
-        return added
+        return [row is not None and _add(conn, row) for row in rows]
 
     return transaction(engine, work) if any(r is not None for r in rows) else [False] * len(rows)
 

@@ -198,11 +198,11 @@ class Read:
 
     def matching(self, filters: Sequence[str]) -> NDArray[np.bool_] | None:
         """Which runs the filters select, where they only name values of columns read here
-        (a group's ``data=[…]`` or ``model_type=…``, exact text as the store compares it);
-        None where only the store can tell."""
+        (a group's ``data=[…]`` or ``model_type=…``, as groups_of makes them; exact text, as
+        the store compares it); None where only the store can tell."""
         keep = np.ones(len(self.columns["id"]), dtype=bool)
         for c in parse_filters(filters).conditions:
-            if c.op != "=" or c.key not in ("data", "model_type", "model", "id"):
+            if c.op != "=" or c.key not in ("data", "model_type"):
                 return None
             keep &= np.isin(self.columns[c.key], np.array(c.values, dtype=object))
         return keep
@@ -234,16 +234,20 @@ class Read:
                 for i, why in zip(c["id"][at].tolist(), c["error"][at].tolist(), strict=True)]  # fmt: skip
 
 
+def _unchosen(filters: Sequence[str]) -> tuple[Condition, ...]:
+    """The filters without their checkpoints choice (load makes it from the columns read)."""
+    return tuple(c for c in parse_filters(filters).conditions if c.key != "checkpoints")
+
+
 def _succeeded(filters: Sequence[str]) -> Filters:
     """The filters narrowed to succeeded runs, without their checkpoints choice."""
-    rest = tuple(c for c in parse_filters(filters).conditions if c.key != "checkpoints")
-    return Filters((*rest, Condition("status", "=", ("succeeded",))))
+    return Filters((*_unchosen(filters), Condition("status", "=", ("succeeded",))))
 
 
 def read(engine: Engine, filters: Sequence[str], pairs: Sequence[tuple[str, str]]) -> Read:
     """What :func:`load` reads for each of ``pairs``, read once for all of them: the selection's
     succeeded runs, and its diverged ones unless the filters chose the runs' status themselves."""
-    rest = tuple(c for c in parse_filters(filters).conditions if c.key != "checkpoints")
+    rest = _unchosen(filters)
     said = any(c.key == "status" for c in rest)
     statuses = ("succeeded",) if said else ("succeeded", "diverged")
     rows = point_columns(engine, Filters((*rest, Condition("status", "=", statuses))), _COLUMNS)

@@ -169,12 +169,7 @@ def fetch(
     ``only`` (dataset, metric), that metric alone (a law needs one of a family's many), and
     without ``metrics`` none (the points are all that is asked)."""
     columns = [FamilyPoint.family, *(getattr(Point, c) for c in POINT_COLUMNS if c != "family")]
-    points = (
-        sa.select(*columns)
-        .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
-        .where(*_where(filters))
-        .order_by(FamilyPoint.family, Point.compute_gmacs, Point.id)
-    )
+    points = _selected(filters, *columns).order_by(*_ORDER)
 
     def work(conn: sa.Connection) -> tuple[list[dict[str, Any]], list[tuple[str, str, str, Any]]]:
         rows = [dict(r._mapping) for r in conn.execute(points)]
@@ -192,14 +187,17 @@ def fetch(
     return read(engine, work)
 
 
-def _selected(filters: Filters, column: Any = Point.id) -> Any:
-    """One column of the filtered points (their ids by default), as a query the store runs
-    (or joins as a subquery): the points are never listed here."""
+def _selected(filters: Filters, *columns: Any) -> Any:
+    """Columns of the filtered points (their ids by default), as a query the store runs (or
+    joins as a subquery): the points are never listed here."""
     return (
-        sa.select(column)
+        sa.select(*(columns or (Point.id,)))
         .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
         .where(*_where(filters))
     )
+
+
+_ORDER = (FamilyPoint.family, Point.compute_gmacs, Point.id)  # how point rows are listed
 
 
 def metric_names(engine: Engine, filters: Filters) -> set[tuple[str, str]]:
@@ -244,12 +242,7 @@ def _pairs(conn: sa.Connection) -> list[tuple[str, str]]:
 def point_columns(engine: Engine, filters: Filters, columns: Sequence[str]) -> dict[str, list[Any]]:
     """Columns of the filtered points, in :func:`fetch`'s order (family, compute, id): what
     the laws of a hundred thousand runs read, without a dict per row."""
-    q = (
-        sa.select(*(getattr(Point, c) for c in columns))
-        .join_from(FamilyPoint, Point, Point.id == FamilyPoint.point_id)
-        .where(*_where(filters))
-        .order_by(FamilyPoint.family, Point.compute_gmacs, Point.id)
-    )
+    q = _selected(filters, *(getattr(Point, c) for c in columns)).order_by(*_ORDER)
     # The driver's own tuples: Row objects for a hundred thousand points take seconds more.
     rows = read(engine, lambda conn: conn.execute(q).cursor.fetchall())
     return {c: list(map(operator.itemgetter(k), rows)) for k, c in enumerate(columns)}
@@ -273,10 +266,11 @@ def metric_values(
     def work(conn: sa.Connection) -> dict[tuple[str, str], np.ndarray]:
         out = {}
         stored = conn.execute(sa.select(sa.func.count()).select_from(Point)).scalar_one()
+        whole = stored <= WHOLE_RANGE * len(at)
         for dataset, metric in pairs:
             q = sa.select(Metric.point_id, Metric.value).where(Metric.dataset == dataset)
             q = q.where(Metric.metric == metric)
-            if stored > WHOLE_RANGE * len(at):
+            if not whole:
                 q = q.where(Metric.point_id.in_(_selected(filters)))
             out[(dataset, metric)] = _aligned(conn.execute(q).cursor.fetchall(), at)  # the driver's tuples
         return out
